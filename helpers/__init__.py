@@ -1,0 +1,14 @@
+"""ResNet20 on CIFAR-10, trained fast and pruned by k-means++ clustering of filters.
+
+Modules, one concept each:
+
+- :mod:`helpers.paths`   where the repository keeps checkpoints, results and figures
+- :mod:`helpers.data`    CIFAR-10 loading, normalization and on-device augmentation
+- :mod:`helpers.models`  ResNet20 (any per-block widths), checkpoint save/load
+- :mod:`helpers.train`   the fast trainer (also used for fine-tuning)
+- :mod:`helpers.metrics` parameters, MACs, accuracy with its image count, latency
+- :mod:`helpers.plots`   figures shared by the notebooks
+- :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
+"""
+
+__version__ = "0.1.0"

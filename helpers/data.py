@@ -1,0 +1,158 @@
+"""CIFAR-10: loading the standard pickles, normalization and GPU-side augmentation.
+
+The loader reads the ``cifar-10-batches-py`` pickles directly instead of going through
+``torchvision.datasets.CIFAR10``: it is faster (one tensor per split, no PIL), and it accepts
+copies whose bytes differ from the official archive (torchvision's md5 check rejects those).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+OFFICIAL_TEST_IMAGES = 10_000
+
+# Per-channel statistics of the 50,000 training images, on the 0..1 scale.
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+PADDING = 4  # the random-crop augmentation pads by 4 pixels, as in He et al. 2016
+
+
+class CIFAR10(NamedTuple):
+    """Both splits as tensors: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    classes: list[str]
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root``, else ``$CIFAR10_ROOT``, else ``./data``."""
+    if root is None:
+        root = os.environ.get("CIFAR10_ROOT") or "data"
+    return Path(root).expanduser()
+
+
+def _batches_dir(root: Path) -> Path:
+    """Accept both the folder holding ``cifar-10-batches-py`` and that folder itself."""
+    if (root / META_FILE).exists():
+        return root
+    return root / FOLDER
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable CIFAR-10 pickle ({type(e).__name__}: {e})") from e
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    entry = _read_pickle(path)
+    try:
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed CIFAR-10 batch ({type(e).__name__}: {e})") from e
+    if len(images) != len(labels):
+        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
+    return images, labels
+
+
+def _read_split(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    parts = [_read_batch(folder / name) for name in names]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(URL, str(root), md5=ARCHIVE_MD5)
+
+
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) -> CIFAR10:
+    """Load CIFAR-10 as uint8 image tensors, int64 labels and the class names.
+
+    Args:
+        root: folder that holds ``cifar-10-batches-py`` (or that folder itself). Defaults to
+            ``$CIFAR10_ROOT``, else ``./data``.
+        download: fetch the official archive (md5-checked) when the files are missing.
+    """
+    source = ("the root argument" if root is not None else
+              "$CIFAR10_ROOT" if os.environ.get("CIFAR10_ROOT") else "the default ./data")
+    root = resolve_root(root)
+    folder = _batches_dir(root)
+    needed = [folder / n for n in (*TRAIN_FILES, TEST_FILE, META_FILE)]
+    missing = [p for p in needed if not p.exists()]
+    if missing and download:
+        _download(root)
+        folder = _batches_dir(root)
+        missing = [p for p in needed if not (folder / p.name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found: looked for {folder} (from {source}); missing "
+            f"{', '.join(p.name for p in missing)}. Fix it either way: pass download=True "
+            f"(needs internet) to fetch the official archive into {root}, or point root= / "
+            f"the CIFAR10_ROOT environment variable at a folder that holds {FOLDER}.")
+    train_images, train_labels = _read_split(folder, TRAIN_FILES)
+    test_images, test_labels = _read_split(folder, (TEST_FILE,))
+    meta = _read_pickle(folder / META_FILE)
+    if "label_names" not in meta:
+        raise ValueError(f"{folder / META_FILE}: malformed, it has no 'label_names'")
+    if len(test_images) < OFFICIAL_TEST_IMAGES:
+        warnings.warn(
+            f"the CIFAR-10 test set in {folder} has only {len(test_images):,} images "
+            f"(the official one has {OFFICIAL_TEST_IMAGES:,}): test accuracies are measured "
+            f"on {len(test_images):,} images.", stacklevel=2)
+    return CIFAR10(train_images, train_labels, test_images, test_labels, list(meta["label_names"]))
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 (or 0..1 float) images -> float32, zero mean and unit std per channel."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_crop_flip(images: Tensor, padding: int = PADDING,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Per-sample random crop from a zero padding of ``padding`` pixels, then random h-flip.
+
+    Works on a whole batch (N, C, H, W) of any dtype on its own device, in one gather: the
+    crop offsets and flips are drawn independently for every image.
+    """
+    n, c, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+    flip = torch.rand(n, 1, device=dev, generator=generator) < 0.5
+    rows = dy + torch.arange(h, device=dev)
+    cols_fwd = torch.arange(w, device=dev)
+    cols = dx + torch.where(flip, cols_fwd.flip(0), cols_fwd)
+    idx = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    ch = torch.arange(c, device=dev).view(1, c, 1, 1)
+    return padded[idx, ch, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]

@@ -1,0 +1,131 @@
+"""Measuring a model: parameters, MACs, accuracy (always with its image count), latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from helpers.data import normalize
+
+INPUT_SHAPE = (1, 3, 32, 32)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (BN running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flop_counts(model: nn.Module, input_shape=INPUT_SHAPE) -> dict[str, dict]:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(input_shape, device=device))
+    model.train(was_training)
+    return counter.get_flop_counts()
+
+
+def count_macs(model: nn.Module, input_shape=INPUT_SHAPE) -> int:
+    """Multiply-accumulates of one forward pass (FlopCounterMode counts 2 FLOPs per MAC).
+
+    Convolutions and the linear layer; BN, ReLU, additions and pooling are not counted, as in
+    the usual ResNet20 figure of 40.55 M.
+    """
+    return sum(_flop_counts(model, input_shape)["Global"].values()) // 2
+
+
+def layer_table(model: nn.Module, input_shape=INPUT_SHAPE) -> pd.DataFrame:
+    """One row per leaf module: type, output shape, parameters and MACs (batch 1)."""
+    shapes: dict[str, tuple] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(
+        name, tuple(o.shape[1:]))) for name, m in model.named_modules()
+        if not list(m.children()) and not isinstance(m, (nn.Identity, nn.Sequential))]
+    try:
+        counts = _flop_counts(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    prefix = type(model).__name__ + "."
+    rows = []
+    for name, shape in shapes.items():
+        module = model.get_submodule(name)
+        macs = sum(counts.get(prefix + name, {}).values()) // 2
+        rows.append({"layer": name, "type": type(module).__name__, "output": shape,
+                     "params": count_params(module) if list(module.parameters()) else 0,
+                     "MACs": macs})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """An accuracy together with the number of images it was measured on."""
+
+    correct: int
+    images: int
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.images
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.2f}% of {self.images:,} images"
+
+    def __float__(self) -> float:
+        return self.value
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch_size: int = 1000,
+            device: torch.device | str | None = None) -> Tensor:
+    """Logits (float32, on the CPU) for uint8 images, in eval mode, batched."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> Accuracy:
+    """Top-1 accuracy of ``model`` on uint8 ``images``, with the image count."""
+    pred = predict(model, images, batch_size).argmax(1)
+    return Accuracy(int((pred == labels.cpu()).sum()), len(labels))
+
+
+def per_class_accuracy(logits: Tensor, labels: Tensor, classes: list[str]) -> pd.DataFrame:
+    """Accuracy and image count of every class."""
+    pred = logits.argmax(1)
+    rows = [{"class": c, "images": int((labels == i).sum()),
+             "accuracy": float((pred[labels == i] == i).float().mean())}
+            for i, c in enumerate(classes)]
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, batch_size: int, device: str | torch.device = "cpu",
+               repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall-clock milliseconds of one eval forward pass of a random batch."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(
+        memory_format=torch.channels_last)
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]

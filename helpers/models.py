@@ -1,0 +1,164 @@
+"""ResNet20 for CIFAR-10 (He et al. 2016, section 4.2), with prunable block widths.
+
+Module names follow the original work this project grows from, so that its saved state_dicts
+load with ``strict=True`` into ``resnet20(shortcut="conv3x3")``: top ``conv``/``bn``,
+``layer1``..``layer3`` (each an ``nn.Sequential`` of three blocks), ``fc``; inside a block
+``conv1``, ``bn1``, ``conv2``, ``bn2`` and ``shortcut``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+STAGE_WIDTHS = (16, 32, 64)
+BLOCKS_PER_STAGE = 3
+DEFAULT_WIDTHS = tuple(w for w in STAGE_WIDTHS for _ in range(BLOCKS_PER_STAGE))
+BLOCK_NAMES = tuple(f"layer{s + 1}.{b}" for s in range(len(STAGE_WIDTHS))
+                    for b in range(BLOCKS_PER_STAGE))
+SHORTCUTS = ("A", "conv3x3")
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample by 2 and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, out_planes: int, in_planes: int):
+        super().__init__()
+        self.extra = out_planes - in_planes
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad = self.extra // 2
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, self.extra - pad))
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
+
+    ``mid_planes`` is conv1's output width: pruning shrinks it, while ``planes`` (conv2's
+    output) must stay because of the residual addition.
+    """
+
+    def __init__(self, in_planes: int, mid_planes: int, planes: int, stride: int, shortcut: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, mid_planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_planes)
+        self.conv2 = nn.Conv2d(mid_planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.shortcut = PadShortcut(planes, in_planes)
+            else:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: a 3x3 stem, three stages of BasicBlocks, global average pool, linear."""
+
+    def __init__(self, widths: Sequence[int], shortcut: str = "A", num_classes: int = 10):
+        super().__init__()
+        self.widths = tuple(int(w) for w in widths)
+        self.shortcut = shortcut
+        self.num_classes = num_classes
+        self.meta: dict = {}
+        self.conv = nn.Conv2d(3, STAGE_WIDTHS[0], 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(STAGE_WIDTHS[0])
+        in_planes, mids = STAGE_WIDTHS[0], iter(self.widths)
+        for s, planes in enumerate(STAGE_WIDTHS):
+            blocks = []
+            for b in range(BLOCKS_PER_STAGE):
+                stride = 2 if s > 0 and b == 0 else 1
+                blocks.append(BasicBlock(in_planes, next(mids), planes, stride, shortcut))
+                in_planes = planes
+            self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(STAGE_WIDTHS[-1], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def blocks(self) -> dict[str, BasicBlock]:
+        """The nine BasicBlocks by name ("layer1.0" .. "layer3.2")."""
+        return {name: self.get_submodule(name) for name in BLOCK_NAMES}
+
+
+def check_widths(widths: Sequence[int] | None) -> tuple[int, ...]:
+    """Validate a list of nine conv1 widths (None means the original ResNet20)."""
+    if widths is None:
+        return DEFAULT_WIDTHS
+    widths = tuple(widths)
+    if len(widths) != len(BLOCK_NAMES):
+        raise ValueError(f"widths needs {len(BLOCK_NAMES)} integers, one per block "
+                         f"({', '.join(BLOCK_NAMES)}); got {len(widths)}: {widths}")
+    for name, w in zip(BLOCK_NAMES, widths, strict=True):
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"widths: block {name} must have a positive integer width, got {w!r}")
+    return widths
+
+
+def resnet20(shortcut: str = "A", widths: Sequence[int] | None = None,
+             num_classes: int = 10) -> ResNet:
+    """ResNet20 for 32x32 inputs.
+
+    Args:
+        shortcut: ``"A"`` (parameter-free zero-padding identity, as in the paper) or
+            ``"conv3x3"`` (3x3 conv + BN projection on downsampling blocks, as in the
+            original work).
+        widths: conv1 output width of each of the nine blocks (default 16,16,16,32,...,64).
+        num_classes: outputs of the final linear layer.
+    """
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    return ResNet(check_widths(widths), shortcut, num_classes)
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """``load_state_dict(strict=True)`` with an error that names both shapes on a mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"state_dict does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for key, value in state_dict.items():
+        if own[key].shape != value.shape:
+            raise ValueError(f"shape mismatch for {key}: checkpoint has {tuple(value.shape)}, "
+                             f"the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def save_model(model: ResNet, path: str | os.PathLike, **meta) -> None:
+    """Save weights plus what is needed to rebuild the model (shortcut, widths, classes)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "shortcut": model.shortcut, "widths": list(model.widths),
+                "num_classes": model.num_classes, "meta": meta}, path)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ResNet:
+    """Rebuild a model saved by :func:`save_model`; its metadata is in ``model.meta``."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    model = resnet20(ckpt["shortcut"], ckpt["widths"], ckpt["num_classes"])
+    load_state_dict_checked(model, ckpt["state_dict"])
+    model.meta = dict(ckpt.get("meta", {}))
+    return model.to(map_location)

@@ -1,0 +1,242 @@
+"""Filter-level pruning of a BasicBlock's conv1 by k-means++ clustering, and baselines.
+
+Only conv1's output channels of a block can go: conv2's output must keep its width for the
+residual addition. Removing channel ``c`` of conv1 removes row ``c`` of conv1, channel ``c`` of
+bn1 and input slice ``c`` of conv2, so a pruned network is an ordinary ``resnet20(widths=...)``.
+
+Strategies (``k`` = filters kept):
+
+- ``"centroid"``: the original work's replacement: each cluster keeps its first member's
+  channel (its BN parameters and conv2 slice) with the conv1 weights replaced by the centroid.
+- ``"first"``: keep the lowest-index member of each cluster unchanged (what the original code
+  really did).
+- ``"nearest"``: keep the member nearest the centroid unchanged (what its README describes).
+- ``"merge"``: fold bn1 into conv1, cluster the folded filters together with their biases,
+  keep one channel per cluster carrying the centroid, and give it the SUM of its members'
+  conv2 input slices. Exact when the members of each cluster are identical.
+- ``"l1"``: keep the k filters of largest L1 norm (Li et al. 2017).
+- ``"random"``: keep k filters drawn at random.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from torch import Tensor, nn
+
+from helpers.data import normalize
+from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, resnet20
+
+STRATEGIES = ("centroid", "first", "nearest", "merge", "l1", "random")
+CLUSTER_STRATEGIES = ("centroid", "first", "nearest", "merge")
+KMEANS_RESTARTS = 10  # k-means++ seedings per clustering; the best inertia wins
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """k-means++ clusters of one block's conv1 filters (rows of ``features``)."""
+
+    labels: np.ndarray  # (width,) cluster of every filter
+    centroids: np.ndarray  # (k, features)
+    nearest: np.ndarray  # (k,) index of the member nearest each centroid
+    first: np.ndarray  # (k,) lowest member index of each cluster
+    inertia: float  # sum of squared distances to the centroids
+
+
+def get_block(model: ResNet, block: str) -> BasicBlock:
+    """The BasicBlock called ``block`` ("layer2.0" style), with a helpful error."""
+    if block not in BLOCK_NAMES:
+        raise ValueError(f"unknown block {block!r}; valid blocks: {', '.join(BLOCK_NAMES)}")
+    return model.get_submodule(block)
+
+
+def _check_k(block_module: BasicBlock, block: str, k: int) -> None:
+    width = block_module.conv1.out_channels
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
+        raise ValueError(f"k must be an integer in 1..{width} for block {block} "
+                         f"(its conv1 has {width} filters), got {k!r}")
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """The per-channel affine map y = scale * x + shift that an eval-mode BN applies."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def filter_features(block: BasicBlock, fold_bn: bool = False) -> np.ndarray:
+    """conv1's filters as rows (width, in*3*3); with ``fold_bn``, bn1 folded in plus its bias."""
+    w = block.conv1.weight.detach().float().flatten(1)
+    if not fold_bn:
+        return w.cpu().numpy().astype(np.float64)
+    scale, shift = bn_scale_shift(block.bn1)
+    return torch.cat([w * scale[:, None], shift[:, None]], 1).cpu().numpy().astype(np.float64)
+
+
+def kmeans(features: np.ndarray, k: int, seed: int = 0) -> Clustering:
+    """sklearn's k-means++ on the rows of ``features``."""
+    km = KMeans(n_clusters=k, init="k-means++", n_init=KMEANS_RESTARTS, random_state=seed)
+    labels = km.fit_predict(features)
+    centroids = km.cluster_centers_
+    dist = ((features[:, None, :] - centroids[None]) ** 2).sum(-1)  # (width, k)
+    nearest, first = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:  # sklearn relocates empty clusters; guard duplicates anyway
+            members = np.array([int(dist[:, c].argmin())])
+        first[c] = members.min()
+        nearest[c] = members[dist[members, c].argmin()]
+    return Clustering(labels, centroids, nearest, first, float(km.inertia_))
+
+
+def cluster_filters(model: ResNet, block: str, k: int, fold_bn: bool = False,
+                    seed: int = 0) -> Clustering:
+    """Cluster the conv1 filters of ``block`` into ``k`` groups with k-means++."""
+    b = get_block(model, block)
+    _check_k(b, block, k)
+    return kmeans(filter_features(b, fold_bn), k, seed)
+
+
+def _members(clustering: Clustering, c: int) -> np.ndarray:
+    members = np.flatnonzero(clustering.labels == c)
+    return members if len(members) else clustering.nearest[c:c + 1]
+
+
+@torch.no_grad()
+def _shrink(block: BasicBlock, keep: Tensor) -> None:
+    """Keep only channels ``keep`` of conv1/bn1 and the matching conv2 input slices."""
+    k = len(keep)
+    conv1, bn1, conv2 = block.conv1, block.bn1, block.conv2
+    new1 = nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False)
+    new1.weight.copy_(conv1.weight[keep])
+    newbn = nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(newbn, name).copy_(getattr(bn1, name)[keep])
+    newbn.num_batches_tracked.copy_(bn1.num_batches_tracked)
+    new2 = nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False)
+    new2.weight.copy_(conv2.weight[:, keep])
+    dev = conv1.weight.device
+    for new in (new1, newbn, new2):
+        new.to(dev).train(block.training)
+    block.conv1, block.bn1, block.conv2 = new1, newbn, new2
+
+
+@torch.no_grad()
+def _merge(block: BasicBlock, clustering: Clustering) -> None:
+    """Replace each cluster by one channel: folded centroid in, summed conv2 slices out.
+
+    The kept channel keeps its representative's (nearest member's) BN statistics and the conv1
+    weights are unfolded through them, so eval-mode output equals centroid-conv + centroid-bias
+    exactly, while the pre-BN statistics stay close to the original ones (BN recalibration
+    then only adjusts them).
+    """
+    old_w2 = block.conv2.weight.clone()
+    rep = torch.as_tensor(clustering.nearest, device=block.conv1.weight.device)
+    _shrink(block, rep)
+    cent = torch.as_tensor(clustering.centroids, dtype=torch.float32, device=rep.device)
+    w_fold, b_fold = cent[:, :-1].view_as(block.conv1.weight), cent[:, -1]
+    scale, _ = bn_scale_shift(block.bn1)
+    dead = scale.abs() < 1e-12  # a zero BN scale cannot be unfolded: use an identity BN
+    block.bn1.weight[dead] = 1.0
+    block.bn1.running_var[dead] = 1.0 - block.bn1.eps
+    block.bn1.running_mean[dead] = 0.0
+    scale, _ = bn_scale_shift(block.bn1)
+    block.conv1.weight.copy_(w_fold / scale.view(-1, 1, 1, 1))
+    block.bn1.bias.copy_(b_fold + block.bn1.running_mean * scale)
+    for c in range(len(rep)):
+        members = torch.as_tensor(_members(clustering, c), device=rep.device)
+        block.conv2.weight[:, c] = old_w2[:, members].sum(1)
+
+
+def keep_indices(block: BasicBlock, k: int, strategy: str, clustering: Clustering | None,
+                 seed: int = 0) -> np.ndarray:
+    """Which conv1 channels a strategy keeps (sorted)."""
+    if strategy in ("centroid", "first"):
+        return np.sort(clustering.first)
+    if strategy in ("nearest", "merge"):
+        return np.sort(clustering.nearest)
+    width = block.conv1.out_channels
+    if strategy == "l1":
+        norms = block.conv1.weight.detach().abs().sum((1, 2, 3)).cpu().numpy()
+        return np.sort(np.argsort(-norms, kind="stable")[:k])
+    return np.sort(np.random.default_rng(seed).choice(width, k, replace=False))
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+
+
+@torch.no_grad()
+def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
+                clustering: Clustering | None = None) -> ResNet:
+    """A copy of ``model`` whose ``block`` keeps ``k`` conv1 filters (``model`` is untouched).
+
+    Args:
+        clustering: a precomputed :func:`cluster_filters` result to reuse (it must be of the
+            folded filters for ``"merge"``, of the raw ones for the other clustering strategies).
+    """
+    check_strategy(strategy)
+    _check_k(get_block(model, block), block, k)
+    pruned = copy.deepcopy(model)
+    pruned.meta = {}
+    b = get_block(pruned, block)
+    if strategy in CLUSTER_STRATEGIES and clustering is None:
+        clustering = cluster_filters(model, block, k, fold_bn=strategy == "merge", seed=seed)
+    if strategy == "merge":
+        _merge(b, clustering)
+    else:
+        keep = keep_indices(b, k, strategy, clustering, seed)
+        if strategy == "centroid":  # the first member's channel carries the centroid
+            order = np.argsort(clustering.first)
+            w = torch.as_tensor(clustering.centroids[order], dtype=b.conv1.weight.dtype)
+            _shrink(b, torch.as_tensor(keep, device=b.conv1.weight.device))
+            b.conv1.weight.copy_(w.view_as(b.conv1.weight))
+        else:
+            _shrink(b, torch.as_tensor(keep, device=b.conv1.weight.device))
+    widths = list(pruned.widths)
+    widths[BLOCK_NAMES.index(block)] = k
+    pruned.widths = tuple(widths)
+    return pruned
+
+
+def as_plain_model(model: ResNet) -> ResNet:
+    """Rebuild a pruned model as a fresh ``resnet20(widths=...)`` with the same weights."""
+    plain = resnet20(model.shortcut, model.widths, model.num_classes)
+    plain.load_state_dict(model.state_dict())
+    return plain.to(next(model.parameters()).device)
+
+
+def bn_layers(module: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: Tensor, batches: int = 10,
+                   batch_size: int = 256) -> nn.Module:
+    """Re-estimate every BN layer's running statistics on training images, in place.
+
+    The statistics are reset and replaced by the exact average over ``batches`` batches of
+    ``images`` (uint8, un-augmented, in the given order) passed in train mode without
+    gradients. Returns ``model`` (in eval mode).
+    """
+    n = min(len(images), batches * batch_size)
+    if n == 0:
+        raise ValueError("recalibrate_bn needs at least one image")
+    device = next(model.parameters()).device
+    layers = bn_layers(model)
+    momenta = [bn.momentum for bn in layers]
+    for bn in layers:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average = exact mean over the batches
+    model.train()
+    for i in range(0, n, batch_size):
+        x = normalize(images[i:min(i + batch_size, n)].to(device))
+        model(x.contiguous(memory_format=torch.channels_last))
+    for bn, m in zip(layers, momenta, strict=True):
+        bn.momentum = m
+    return model.eval()
