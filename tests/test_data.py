@@ -1,0 +1,102 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.data import MEAN, PADDING, STD, load_cifar10, normalize, random_crop_flip
+from tests.conftest import CLASSES, write_cifar
+
+
+def test_loads_fixture(cifar_root):
+    with pytest.warns(UserWarning, match="only 10 images"):
+        d = load_cifar10(cifar_root)
+    assert d.train_images.shape == (100, 3, 32, 32) and d.train_images.dtype == torch.uint8
+    assert d.test_images.shape == (10, 3, 32, 32)
+    assert d.train_labels.dtype == torch.int64 and d.classes == CLASSES
+    # the pixels are the pickle's rows, channel-planar, in file order
+    with open(cifar_root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
+        entry = pickle.load(f)
+    assert np.array_equal(d.train_images[20].numpy().reshape(-1), entry["data"][0])
+    assert d.train_labels[20] == entry["labels"][0]
+
+
+def test_root_from_env_and_batches_folder(cifar_root, monkeypatch):
+    monkeypatch.setenv("CIFAR10_ROOT", str(cifar_root))
+    with pytest.warns(UserWarning):
+        assert len(load_cifar10().train_labels) == 100
+    with pytest.warns(UserWarning):
+        assert len(load_cifar10(cifar_root / "cifar-10-batches-py").test_labels) == 10
+
+
+def test_missing_data_says_where_and_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    with pytest.raises(FileNotFoundError) as e:
+        load_cifar10(tmp_path / "nowhere")
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere") in msg and "download=True" in msg and "CIFAR10_ROOT" in msg
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError, match=r"\$CIFAR10_ROOT"):
+        load_cifar10()
+
+
+def test_truncated_file_is_named(cifar_root):
+    path = cifar_root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="data_batch_3"):
+        load_cifar10(cifar_root)
+
+
+def test_malformed_file_is_named(cifar_root):
+    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"labels": [1, 2]}, f)
+    with pytest.raises(ValueError, match="test_batch"):
+        load_cifar10(cifar_root)
+
+
+def test_full_test_set_gives_no_warning(tmp_path):
+    root = write_cifar(tmp_path, train_per_batch=2, test=10_000)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_cifar10(root).test_labels) == 10_000
+
+
+def test_normalize_matches_definition():
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = (x.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(
+        1, 3, 1, 1)
+    assert torch.allclose(normalize(x), expected)
+
+
+def test_crop_flip_is_a_crop_of_the_padded_image():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)  # no zeros: padding is visible
+    g = torch.Generator().manual_seed(1)
+    out = random_crop_flip(x, generator=g)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = torch.nn.functional.pad(x, (PADDING,) * 4)
+    flips, offsets = 0, set()
+    for i in range(len(x)):
+        crops = {(dy, dx): padded[i, :, dy:dy + 32, dx:dx + 32]
+                 for dy in range(2 * PADDING + 1) for dx in range(2 * PADDING + 1)}
+        found = [(*o, f) for o, c in crops.items() for f in (False, True)
+                 if torch.equal(c.flip(-1) if f else c, out[i])]
+        assert found, f"image {i} is not a (flipped) crop inside the padding"
+        flips += found[0][2]
+        offsets.add(found[0][:2])
+    assert 0 < flips < len(x)  # both outcomes happen
+    assert len(offsets) > 10  # offsets vary per sample
+    assert torch.equal(out, random_crop_flip(x, generator=torch.Generator().manual_seed(1)))
+
+
+def test_lab_copy(lab_root):
+    with pytest.warns(UserWarning, match="1,000 images"):
+        d = load_cifar10(lab_root)
+    assert len(d.train_labels) == 50_000 and len(d.test_labels) == 1_000
+    assert torch.bincount(d.train_labels).tolist() == [5000] * 10
+    mean = d.train_images.float().mean((0, 2, 3)) / 255
+    assert torch.allclose(mean, torch.tensor(MEAN), atol=1e-3)
+    assert os.path.isdir(lab_root)

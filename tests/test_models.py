@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from helpers.metrics import count_macs, count_params, layer_table
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
+
+
+def closed_form_macs(widths, shortcut):
+    """Conv + linear MACs of a CIFAR ResNet20 computed from its definition (He et al. 2016)."""
+    macs = 3 * 16 * 9 * 32 * 32  # stem
+    in_planes = 16
+    for i, mid in enumerate(widths):
+        stage = i // 3
+        planes, size = (16, 32, 64)[stage], (32, 16, 8)[stage]
+        macs += in_planes * mid * 9 * size * size + mid * planes * 9 * size * size
+        if shortcut == "conv3x3" and in_planes != planes:
+            macs += in_planes * planes * 9 * size * size
+        in_planes = planes
+    return macs + 64 * 10
+
+
+@pytest.mark.parametrize("shortcut,params", [("A", 269_722), ("conv3x3", 292_954)])
+def test_published_parameter_counts(shortcut, params):
+    # 269,722 is the widely published ResNet20 (option A) count; conv3x3 adds two 3x3 convs + BNs
+    assert count_params(resnet20(shortcut)) == params
+
+
+@pytest.mark.parametrize("shortcut", ["A", "conv3x3"])
+@pytest.mark.parametrize("widths", [None, (8, 16, 4, 32, 1, 20, 64, 7, 33)])
+def test_macs_match_closed_form(shortcut, widths):
+    model = resnet20(shortcut, widths)
+    assert count_macs(model) == closed_form_macs(widths or DEFAULT_WIDTHS, shortcut)
+    assert layer_table(model).MACs.sum() == count_macs(model)
+    assert layer_table(model).params.sum() == count_params(model)
+
+
+def test_forward_shape_and_widths():
+    widths = (3, 5, 7, 9, 11, 13, 15, 17, 19)
+    model = resnet20("conv3x3", widths)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert [model.get_submodule(b).conv1.out_channels for b in BLOCK_NAMES] == list(widths)
+    assert [model.get_submodule(b).conv2.in_channels for b in BLOCK_NAMES] == list(widths)
+
+
+def test_state_dict_names_of_the_original_work():
+    keys = set(resnet20("conv3x3").state_dict())
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    expected = {"conv.weight", "fc.weight", "fc.bias"} | {f"bn.{n}" for n in bn}
+    for s in range(1, 4):
+        for b in range(3):
+            p = f"layer{s}.{b}."
+            expected |= {p + "conv1.weight", p + "conv2.weight"}
+            expected |= {p + f"bn{i}.{n}" for i in (1, 2) for n in bn}
+            if s > 1 and b == 0:
+                expected |= {p + "shortcut.0.weight"} | {p + f"shortcut.1.{n}" for n in bn}
+    assert keys == expected
+    fresh = resnet20("conv3x3")
+    fresh.load_state_dict(resnet20("conv3x3").state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("bad,match", [((16,) * 8, "9 integers"), ((16,) * 8 + (0,), "layer3.2"),
+                                       ((16,) * 8 + (2.5,), "positive integer")])
+def test_bad_widths(bad, match):
+    with pytest.raises(ValueError, match=match):
+        resnet20(widths=bad)
+
+
+def test_bad_shortcut():
+    with pytest.raises(ValueError, match="conv3x3"):
+        resnet20("B")
+
+
+def test_save_load_roundtrip(tmp_path):
+    model = resnet20("conv3x3", (4, 16, 16, 32, 8, 32, 64, 64, 1)).eval()
+    save_model(model, tmp_path / "m.pt", note="hello", accuracy=0.5)
+    loaded = load_model(tmp_path / "m.pt").eval()
+    assert loaded.widths == model.widths and loaded.shortcut == "conv3x3"
+    assert loaded.meta == {"note": "hello", "accuracy": 0.5}
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_load_mismatch_names_both_shapes(tmp_path):
+    save_model(resnet20(widths=(4,) + DEFAULT_WIDTHS[1:]), tmp_path / "m.pt")
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["widths"] = list(DEFAULT_WIDTHS)  # metadata now disagrees with the weights
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight.*\(4, 16, 3, 3\).*\(16, 16, 3, 3\)"):
+        load_model(tmp_path / "bad.pt")

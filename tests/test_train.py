@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from helpers.models import resnet20
+from helpers.train import TrainConfig, lr_at, make_optimizer, train
+
+CFG = TrainConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, checkpoint_every=1)
+
+
+def fresh(seed=0):
+    torch.manual_seed(seed)
+    return resnet20(widths=(4,) * 3 + (8,) * 3 + (8,) * 3)
+
+
+def run(data, cfg=CFG, **kw):
+    model = fresh()
+    return model, train(model, data, cfg, device="cpu", progress=False, **kw)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, 100, 10, 0.4) for s in range(100)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=False))
+    assert lrs[9] == pytest.approx(0.4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] < 1e-3
+
+
+def test_weight_decay_only_on_conv_and_linear_weights():
+    opt = make_optimizer(fresh(), CFG, torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == CFG.weight_decay and no_decay["weight_decay"] == 0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])
+    assert all(p.ndim == 1 for p in no_decay["params"])
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_history_and_determinism(tiny_data):
+    m1, h1 = run(tiny_data)
+    m2, h2 = run(tiny_data)
+    assert [r["epoch"] for r in h1] == [1, 2]
+    keys = {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_images", "lr",
+            "seconds"}
+    assert keys <= set(h1[0]) and h1[0]["test_images"] == 10
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path):
+    reference, ref_history = run(tiny_data)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_data, checkpoint=ckpt, callback=interrupt)
+    resumed, history = run(tiny_data, checkpoint=ckpt)  # a fresh process would start like this
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    def without_time(h):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+
+    assert without_time(history) == without_time(ref_history)
+
+
+def test_resume_refuses_another_config(tiny_data, tmp_path):
+    run(tiny_data, checkpoint=tmp_path / "run.pt")
+    with pytest.raises(ValueError, match="another config"):
+        run(tiny_data, TrainConfig(**{**CFG.__dict__, "lr": 0.1}), checkpoint=tmp_path / "run.pt")
+
+
+def test_nan_loss_stops_with_clear_error(tiny_data):
+    model = fresh()
+    with torch.no_grad():
+        model.fc.bias.fill_(math.nan)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train(model, tiny_data, CFG, device="cpu", progress=False)
+
+
+def test_batch_larger_than_dataset(tiny_data):
+    with pytest.raises(ValueError, match="larger than the 100 training images"):
+        run(tiny_data, TrainConfig(batch_size=128))
+
+
+def test_distillation_runs_and_learns_from_teacher(tiny_data):
+    teacher = fresh(1).eval()
+    _, history = run(tiny_data, TrainConfig(**{**CFG.__dict__, "distill_weight": 1.0}),
+                     teacher=teacher)
+    assert all(math.isfinite(r["train_loss"]) for r in history)
