@@ -55,9 +55,13 @@ def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: 
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(PILDataset(data.train_images, data.train_labels), batch_size=SEED_BATCH,
                         shuffle=True)
+    def batches():  # as many epochs as it takes (tiny datasets in tests)
+        while True:
+            yield from loader
+
     warmup = 5
     t0 = 0.0
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(batches()):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -7,6 +7,7 @@ copies whose bytes differ from the official archive (torchvision's md5 check rej
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import warnings
@@ -127,13 +128,19 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) 
     return CIFAR10(train_images, train_labels, test_images, test_labels, list(meta["label_names"]))
 
 
+@functools.cache
+def _mean_std(device: torch.device) -> tuple[Tensor, Tensor]:
+    # cached per device: building them anew would copy host->GPU (and synchronise) every step
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
 def normalize(images: Tensor) -> Tensor:
     """uint8 (or 0..1 float) images -> float32, zero mean and unit std per channel."""
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(x.device)
     return (x - mean) / std
 
 

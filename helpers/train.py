@@ -81,8 +81,9 @@ def loss_fn(logits: Tensor, labels: Tensor, cfg: TrainConfig,
     if teacher_logits is None:
         return ce
     t = cfg.distill_temperature
-    kd = F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
-                  reduction="batchmean", log_target=True) * t * t
+    student = F.log_softmax(logits.float() / t, 1)
+    kd = F.kl_div(student, F.log_softmax(teacher_logits.float() / t, 1), reduction="batchmean",
+                  log_target=True) * t * t
     return (1 - cfg.distill_weight) * ce + cfg.distill_weight * kd
 
 

@@ -85,5 +85,6 @@ def test_load_mismatch_names_both_shapes(tmp_path):
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     ckpt["widths"] = list(DEFAULT_WIDTHS)  # metadata now disagrees with the weights
     torch.save(ckpt, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight.*\(4, 16, 3, 3\).*\(16, 16, 3, 3\)"):
+    both_shapes = r"layer1\.0\.conv1\.weight.*\(4, 16, 3, 3\).*\(16, 16, 3, 3\)"
+    with pytest.raises(ValueError, match=both_shapes):
         load_model(tmp_path / "bad.pt")

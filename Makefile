@@ -1,0 +1,88 @@
+# GNU make. `make run` executes the tutorial series, `make test` runs every test.
+#
+# The environment is passed through untouched: set CIFAR10_ROOT (the folder that holds
+# cifar-10-batches-py/) to use a local copy of CIFAR-10; .ci/run sets it for CI.
+#
+# Notebooks resolve repository paths (data, checkpoints/, results/, img/) through
+# helpers.paths, so the working directory they run in does not matter. `make run` still runs
+# them in notebooks/ (papermill --cwd), the same folder Jupyter would use.
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+CI_DIR = build/ci
+RUN_DIR = build/run
+CI_NOTEBOOKS := $(patsubst notebooks/%,$(CI_DIR)/%,$(NOTEBOOKS))
+
+# `make run` executes each notebook into build/run/ and copies it over notebooks/ only when it
+# succeeded, so a failing run never leaves half-executed notebooks behind (the net effect is an
+# in-place update; later notebooks see the checkpoints/results written by earlier ones).
+# papermill: PROFILE=auto picks the full profile on a CUDA GPU and the quick one on CPU.
+PAPERMILL_FLAGS = --progress-bar --no-log-output
+# nbval: --nbval-lax runs every cell (an exception fails the test) but compares outputs only
+# of cells marked `# NBVAL_CHECK_OUTPUT`; --nbval-current-env uses this venv's kernel.
+NBVAL_FLAGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+.PHONY: help venv run test unit-test nb-test lint bench readme sync clean
+
+help:
+	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
+	@echo "make run    - execute notebooks/[0-9][0-9]_*.ipynb in place (PROFILE=auto), then update README"
+	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
+	@echo "make lint   - ruff check helpers tests scripts notebooks"
+	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"
+	@echo "make readme - regenerate the README results section from results/*.json"
+	@echo "make sync   - rewrite Colab badges and setup cells from pyproject's Repository URL"
+	@echo "make clean  - remove build/ and caches (keeps $(VENV))"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e . --no-deps
+	touch $@
+
+run: venv sync
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/[0-9][0-9]_*.ipynb found" >&2; exit 1; }
+	@mkdir -p $(RUN_DIR)
+	@set -e; for nb in $(NOTEBOOKS); do \
+		echo "== $$nb"; \
+		$(BIN)/papermill $$nb $(RUN_DIR)/$$(basename $$nb) -p PROFILE auto --cwd notebooks $(PAPERMILL_FLAGS); \
+		cp $(RUN_DIR)/$$(basename $$nb) $$nb; \
+	done
+	$(MAKE) readme
+
+test: unit-test nb-test
+
+unit-test: venv
+	$(BIN)/python -m pytest tests
+
+# --prepare-only injects PROFILE=ci and keeps the committed outputs, which nbval compares against.
+nb-test: venv
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/[0-9][0-9]_*.ipynb found" >&2; exit 1; }
+	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)
+	@set -e; for nb in $(NOTEBOOKS); do \
+		$(BIN)/papermill --prepare-only -p PROFILE ci $$nb $(CI_DIR)/$$(basename $$nb) --no-progress-bar; \
+	done
+	$(BIN)/python -m pytest $(NBVAL_FLAGS) $(CI_NOTEBOOKS)
+
+lint: venv
+	$(BIN)/ruff check helpers tests scripts notebooks
+
+bench: venv
+	$(BIN)/python -m helpers.bench train
+
+readme: venv
+	$(BIN)/python scripts/make_readme.py
+
+sync: venv
+	$(BIN)/python scripts/sync_notebooks.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print \
+		| xargs rm -rf

@@ -1,0 +1,379 @@
+"""Regenerate the generated sections of README.md.
+
+* Between ``<!-- notebooks:start -->`` and ``<!-- notebooks:end -->``: the table of notebooks
+  (title read from each notebook's first heading, Colab badge derived from pyproject's
+  ``[project.urls] Repository``, see scripts/sync_notebooks.py).
+* Between ``<!-- results:start -->`` and ``<!-- results:end -->``: tables built from whichever of
+  results/train.json, results/block_pruning.json and results/network_pruning.json exist, and the
+  figures of ``FIGURES`` that exist in img/. No result number in the README is typed by hand.
+
+Usage::
+
+    python scripts/make_readme.py          # rewrite README.md
+    python scripts/make_readme.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sync_notebooks  # noqa: E402  (sibling script: repository URL and Colab badges)
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS_DIR = ROOT / "results"
+IMG_DIR = ROOT / "img"
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+RESULT_FILES = ("train.json", "block_pruning.json", "network_pruning.json")
+# (path relative to the repository root, caption); shown only when the file exists.
+FIGURES = (
+    ("img/train_curves.png", "Training curves of ResNet20 on CIFAR-10"),
+    ("img/block_pruning.png", "Accuracy after pruning one BasicBlock at a time"),
+    ("img/pareto.png", "Whole-network pruning: accuracy against MACs"),
+)
+# conv1 width of ResNet20's BasicBlocks, by stage (stage 1: 16 filters, 2: 32, 3: 64).
+STAGE_WIDTHS = {1: 16, 2: 32, 3: 64}
+BLOCKS_PER_STAGE = 3
+DASH = "—"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def pct(x, digits: int = 2) -> str:
+    """Fraction -> '93.10%'."""
+    return DASH if _missing(x) else f"{100 * x:.{digits}f}%"
+
+
+def count(x) -> str:
+    """Integer with thousands separators."""
+    return DASH if _missing(x) else f"{int(x):,}"
+
+
+def millions(x, digits: int = 1) -> str:
+    return DASH if _missing(x) else f"{x / 1e6:.{digits}f}"
+
+
+def num(x, digits: int = 1) -> str:
+    return DASH if _missing(x) else f"{x:.{digits}f}"
+
+
+def ratio(x, digits: int = 2) -> str:
+    return DASH if _missing(x) else f"{x:.{digits}f}×"
+
+
+def target(x) -> str:
+    """A pruning target: fractions are shown as percentages, anything else as given."""
+    if _missing(x):
+        return DASH
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1:
+        return f"{100 * x:g}%"
+    return str(x)
+
+
+def mean(values: Iterable[float]) -> float | None:
+    values = [v for v in values if not _missing(v)]
+    return sum(values) / len(values) if values else None
+
+
+def table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """Markdown table; align holds 'l' or 'r' per column (default: first left, others right)."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+
+
+def is_cpu(device) -> bool:
+    return str(device or "").lower().startswith("cpu")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def render_train(r: dict) -> str:
+    seed = r.get("seed_pipeline_seconds_per_epoch")
+    per_epoch = r.get("seconds_per_epoch")
+    speedup = seed / per_epoch if not _missing(seed) and per_epoch else None
+    device = r.get("device", DASH)
+    row = [
+        f"{pct(r.get('test_accuracy'))} ({count(r.get('test_images'))} test images)",
+        count(r.get("params")),
+        millions(r.get("macs")),
+        count(r.get("epochs")),
+        count(r.get("batch_size")),
+        num(r.get("seconds_per_epoch"), 2),
+        ratio(speedup, 1),
+        f"{device}, torch {r.get('torch_version', DASH)}",
+    ]
+    header = [
+        "Test accuracy",
+        "Params",
+        "MACs (M)",
+        "Epochs",
+        "Batch",
+        "s / epoch",
+        "Speed-up vs seed pipeline",
+        "Device",
+    ]
+    out = [
+        "### Training (notebook 02)",
+        "",
+        table(header, [row], ["l", "r", "r", "r", "r", "r", "r", "l"]),
+        "",
+        f"Trained on {count(r.get('train_images'))} images in {num(r.get('train_seconds'), 0)} s "
+        f"(seed {r.get('seed', DASH)}, shortcut option {r.get('shortcut', DASH)}). "
+        "The seed pipeline is the unoptimised training loop that notebook 02 starts from.",
+    ]
+    if is_cpu(device):
+        out += [
+            "",
+            "> **CPU stand-in checkpoint.** This checkpoint was trained on the CPU with the quick "
+            "profile, so its accuracy is far below what ResNet20 reaches. The GPU run is still "
+            "owed: run `make run` on a CUDA machine to replace the checkpoint and these numbers.",
+        ]
+    return "\n".join(out)
+
+
+def kept_fraction(record: dict) -> float | None:
+    """Fraction of a block's conv1 filters kept by one block-pruning record.
+
+    Uses ``kept_fraction`` if present, else ``kept_filters`` divided by ``width`` (or
+    ``filters``) if present, else ``kept_filters`` itself when it is already a fraction (<= 1),
+    else ResNet20's width of the named block ('layer2.1', 'stage2.block1', or index 0..8).
+    """
+    if not _missing(record.get("kept_fraction")):
+        return float(record["kept_fraction"])
+    kept = record.get("kept_filters")
+    if _missing(kept):
+        return None
+    width = record.get("width", record.get("filters"))
+    if _missing(width):
+        if isinstance(kept, float) and kept <= 1:
+            return kept
+        width = _resnet20_block_width(record.get("block"))
+    return kept / width if width else None
+
+
+def _resnet20_block_width(block) -> int | None:
+    if isinstance(block, int) and not isinstance(block, bool):
+        return STAGE_WIDTHS.get(block // BLOCKS_PER_STAGE + 1)
+    match = re.search(r"(?:layer|stage)_?([123])", str(block))
+    if match:
+        return STAGE_WIDTHS[int(match.group(1))]
+    if str(block).isdigit():
+        return _resnet20_block_width(int(block))
+    return None
+
+
+def render_block_pruning(r: dict) -> str:
+    records = r.get("records", [])
+    strategies = list(dict.fromkeys(rec["strategy"] for rec in records))
+
+    def acc(strategy: str, recal: bool, half: bool = False) -> str:
+        values = []
+        for rec in records:
+            if rec["strategy"] != strategy or bool(rec.get("bn_recalibration")) != recal:
+                continue
+            frac = kept_fraction(rec)
+            if half and (frac is None or abs(frac - 0.5) > 1e-6):
+                continue
+            values.append(rec.get("accuracy"))
+        return pct(mean(values))
+
+    rows = [
+        [f"`{s}`", acc(s, False), acc(s, True), acc(s, False, True), acc(s, True, True)]
+        for s in strategies
+    ]
+    header = [
+        "Strategy",
+        "Mean acc., no recal.",
+        "Mean acc., BN recal.",
+        "Acc. at 50% kept, no recal.",
+        "Acc. at 50% kept, BN recal.",
+    ]
+    blocks = len({str(rec.get("block")) for rec in records})
+    out = [
+        "### Pruning one BasicBlock at a time (notebook 04)",
+        "",
+        f"Accuracy on {count(r.get('eval_images'))} test images, averaged over {blocks} blocks "
+        'and every fraction of conv1 filters kept in the sweep ("mean"), or over the blocks at '
+        'half of the filters kept ("at 50% kept"); "BN recal." re-estimates the BatchNorm '
+        "statistics after pruning.",
+    ]
+    if not _missing(r.get("dense_accuracy")):
+        out[-1] += f" Unpruned network: {pct(r['dense_accuracy'])}."
+    out += [
+        "",
+        table(header, rows),
+        "",
+        f"Sweep: {count(len(records))} points in {num(r.get('sweep_seconds'), 0)} s on "
+        f"{r.get('device', DASH)}.",
+    ]
+    return "\n".join(out)
+
+
+def render_network_pruning(r: dict) -> str:
+    def key(rec: dict):
+        t = rec.get("target")
+        acc = rec.get("acc_finetuned")
+        return (
+            (0, t, "") if isinstance(t, (int, float)) else (1, 0, str(t)),
+            -acc if not _missing(acc) else math.inf,
+        )
+
+    rows = []
+    for rec in sorted(r.get("records", []), key=key):
+        epochs = rec.get("finetune_epochs")
+        finetuned = pct(rec.get("acc_finetuned"))
+        if not _missing(epochs) and finetuned != DASH:
+            finetuned += f" ({count(epochs)} ep.)"
+        rows.append(
+            [
+                target(rec.get("target")),
+                f"`{rec.get('strategy', DASH)}`",
+                f"`{rec.get('allocation', DASH)}`",
+                millions(rec.get("macs"), 2),
+                count(rec.get("params")),
+                pct(rec.get("acc_pruned")),
+                pct(rec.get("acc_recalibrated")),
+                finetuned,
+                num(rec.get("cpu_ms_batch1"), 2),
+                num(rec.get("cpu_ms_batch256"), 1),
+                ratio(rec.get("speedup_cpu_batch256")),
+            ]
+        )
+    header = [
+        "Target",
+        "Strategy",
+        "Allocation",
+        "MACs (M)",
+        "Params",
+        "Pruned",
+        "+ BN recal.",
+        "Fine-tuned",
+        "CPU ms, batch 1",
+        "CPU ms, batch 256",
+        "CPU speed-up, batch 256",
+    ]
+    align = ["l", "l", "l"] + ["r"] * 8
+    return "\n".join(
+        [
+            "### Whole-network pruning (notebook 05)",
+            "",
+            f"Accuracy on {count(r.get('eval_images'))} test images (unpruned network: "
+            f"{pct(r.get('dense_accuracy'))}), measured on {r.get('device', DASH)}; CPU latency "
+            "of the pruned (physically smaller) network, speed-up relative to the unpruned one.",
+            "",
+            table(header, rows, align),
+        ]
+    )
+
+
+RENDERERS = {
+    "train.json": render_train,
+    "block_pruning.json": render_block_pruning,
+    "network_pruning.json": render_network_pruning,
+}
+
+
+def render_results(
+    results_dir: Path = RESULTS_DIR, img_dir: Path = IMG_DIR, figures=FIGURES
+) -> str:
+    """Markdown for the results section from the JSON files and figures that exist."""
+    parts = []
+    for name in RESULT_FILES:
+        path = Path(results_dir) / name
+        if path.exists():
+            parts.append(RENDERERS[name](json.loads(path.read_text(encoding="utf-8"))))
+    for rel, caption in figures:
+        if (Path(img_dir) / Path(rel).name).exists():
+            parts.append(f"![{caption}]({rel})")
+    if not parts:
+        return "_No results yet: run `make run` to produce results/*.json and img/*.png._"
+    return "\n\n".join(parts)
+
+
+def notebook_title(path: Path) -> str:
+    """Text of the first '# ' heading of the notebook's first markdown cell (else its name)."""
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    for cell in cells[:1]:
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        for line in source.splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return path.stem
+
+
+def render_notebooks(notebook_dir: Path = NOTEBOOK_DIR, url: str | None = None) -> str:
+    url = url or sync_notebooks.repo_url()
+    paths = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        return "_No notebooks yet._"
+    rows = [
+        [
+            f"[{p.stem}](notebooks/{p.name})",
+            notebook_title(p).replace("|", "\\|"),
+            sync_notebooks.badge(url, p.name),
+        ]
+        for p in paths
+    ]
+    return table(["Notebook", "Topic", "Colab"], rows, ["l", "l", "l"])
+
+
+def replace_section(text: str, name: str, content: str) -> str:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"README lacks the markers {start} ... {end}")
+    return text[: i + len(start)] + "\n" + content.strip() + "\n" + text[j:]
+
+
+def render_readme(
+    text: str,
+    results_dir: Path = RESULTS_DIR,
+    img_dir: Path = IMG_DIR,
+    notebook_dir: Path = NOTEBOOK_DIR,
+    url: str | None = None,
+) -> str:
+    text = replace_section(text, "notebooks", render_notebooks(notebook_dir, url))
+    return replace_section(text, "results", render_results(results_dir, img_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--img", type=Path, default=IMG_DIR)
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR)
+    args = parser.parse_args(argv)
+
+    old = args.readme.read_text(encoding="utf-8")
+    new = render_readme(old, args.results, args.img, args.notebooks)
+    if new == old:
+        return 0
+    if args.check:
+        print(f"{args.readme} is out of date: run `python scripts/make_readme.py`", file=sys.stderr)
+        return 1
+    args.readme.write_text(new, encoding="utf-8")
+    print(f"{args.readme} updated", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

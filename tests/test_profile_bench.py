@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from helpers import paths
+from helpers.bench import PILDataset, seed_pipeline_seconds_per_epoch
+from helpers.profile import outputs, resolve_profile
+
+
+def test_resolve_profile():
+    assert resolve_profile("full") == "full" and resolve_profile("ci") == "ci"
+    assert resolve_profile("auto") == ("full" if torch.cuda.is_available() else "ci")
+    with pytest.raises(ValueError, match="PROFILE must be one of"):
+        resolve_profile("fast")
+
+
+def test_ci_outputs_never_point_into_the_repository():
+    out = outputs("ci")
+    for folder in (out.checkpoints, out.results, out.img):
+        assert folder.is_dir() and paths.ROOT not in folder.parents
+    assert outputs("full").checkpoint == paths.CHECKPOINT
+
+
+def test_seed_pipeline_dataset_and_timing(tiny_data):
+    ds = PILDataset(tiny_data.train_images, tiny_data.train_labels)
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+    assert isinstance(y, int)
+    seconds = seed_pipeline_seconds_per_epoch(tiny_data, torch.device("cpu"), steps=1, shortcut="A")
+    assert 0 < seconds < 1e4  # per 100-image batch x 1 batch per epoch: seconds, not epochs
