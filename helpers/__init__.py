@@ -12,3 +12,9 @@ Modules, one concept each:
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+with _warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine
+    _warnings.filterwarnings("ignore", message="IProgress not found")
+    import tqdm.auto  # noqa: F401

@@ -153,7 +153,7 @@ def make_step(model, cfg, device, teacher=None) -> EagerStep:
     if device.type == "cuda" and cfg.cuda_graph:
         try:
             return GraphedStep(model, cfg, device, teacher, cfg.batch_size)
-        except RuntimeError as e:  # capture is refused by some ops/drivers: stay correct
+        except Exception as e:  # capture is refused by some ops/drivers: stay correct
             warnings.warn(f"CUDA graph capture failed ({e}); training eagerly", stacklevel=2)
     return EagerStep(model, cfg, device, teacher)
 
@@ -199,6 +199,8 @@ def train(model: nn.Module, data: CIFAR10, cfg: TrainConfig = TrainConfig(),
         callback: called with each epoch's record (e.g. to draw live curves).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     model.to(device).to(memory_format=torch.channels_last).train()
     if teacher is not None:
         teacher.to(device).to(memory_format=torch.channels_last).eval()
