@@ -9,6 +9,8 @@ Modules, one concept each:
 - :mod:`helpers.metrics` parameters, MACs, accuracy with its image count, latency
 - :mod:`helpers.plots`   figures shared by the notebooks
 - :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
+- :mod:`helpers.clusters` many clusterings at once, elbow/silhouette scores, raw vs BN-folded
+- :mod:`helpers.sweep`   the fast (cached) per-block pruning sweep and its naive reference
 """
 
 __version__ = "0.1.0"

@@ -125,7 +125,7 @@ def bench_train(args) -> dict:
 def bench_sweep(args) -> dict:
     from helpers.sweep import benchmark
 
-    return benchmark(device=args.device)
+    return benchmark(device=args.device, root=args.root)
 
 
 COMMANDS = {"train": bench_train, "sweep": bench_sweep}

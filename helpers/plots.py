@@ -126,3 +126,374 @@ def confusion_matrix(logits: Tensor, labels: Tensor, classes: list[str], ax=None
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix, % of each class ({len(labels):,} test images)")
     return ax.figure
+
+
+# --------------------------------------------------------------------------- filters and clusters
+
+
+def rgb_filters(weight: Tensor, ncols: int = 8):
+    """The stem's 3x3 RGB filters as tiny colour images (mid-gray = 0, per-filter contrast)."""
+    w = weight.detach().cpu().float()
+    scale = w.abs().amax((1, 2, 3), keepdim=True).clamp(min=1e-12)
+    img = (0.5 + 0.5 * w / scale).permute(0, 2, 3, 1).numpy()
+    nrows = -(-len(w) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols, 1.25 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(w):
+            ax.imshow(img[i], interpolation="nearest")
+            ax.set_title(str(i), fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def filter_matrices(weights: dict[str, Tensor], labels: dict[str, np.ndarray] | None = None,
+                    ncols: int = 3):
+    """Each conv1 as a matrix, one row per filter (its in x 3 x 3 weights), red > 0 > blue.
+
+    With ``labels`` (cluster of each filter), the rows are grouped by cluster and separated by
+    lines.
+    """
+    names = list(weights)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        w = weights[name].detach().cpu().float().flatten(1).numpy()
+        if labels is not None:
+            order = np.argsort(labels[name], kind="stable")
+            w = w[order]
+            cuts = np.flatnonzero(np.diff(np.asarray(labels[name])[order])) + 0.5
+            for y in cuts:
+                ax.axhline(y, color="black", lw=0.6)
+        lim = np.abs(w).max()
+        ax.imshow(w, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(f"{name}: {w.shape[0]} filters x {w.shape[1]} weights", fontsize=10)
+        ax.set_xticks([])
+        ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_ylabel("filter" if labels is None else "filter (grouped by cluster)", fontsize=9)
+        ax.grid(False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _pca(features: np.ndarray):
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=0).fit(features)
+
+
+def kmeanspp_seeding(features: np.ndarray, k: int, seed: int = 0, ax=None, title: str = ""):
+    """The first ``k`` seeds of one k-means++ initialisation, numbered in the order drawn,
+    on a 2-D PCA map of the filters."""
+    from sklearn.cluster import kmeans_plusplus
+
+    pca = _pca(features)
+    xy = pca.transform(features)
+    _, idx = kmeans_plusplus(features, k, random_state=seed)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(xy[:, 0], xy[:, 1], s=25, color="0.6", label="filter")
+    ax.scatter(xy[idx, 0], xy[idx, 1], s=90, facecolors="none", edgecolors="crimson",
+               linewidths=1.6, label="seed")
+    for n, i in enumerate(idx, 1):
+        ax.annotate(str(n), xy[i], xytext=(4, 4), textcoords="offset points", fontsize=9,
+                    color="crimson", weight="bold")
+    ax.set_title(title or f"k-means++ seeds, in order ({k} of {len(features)} filters)",
+                 fontsize=10)
+    ax.set_xlabel(f"PC1 ({pca.explained_variance_ratio_[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
+    ax.legend(fontsize=8, loc="best")
+    return ax.figure
+
+
+def cluster_map(features: np.ndarray, clustering, ax=None, title: str = "",
+                show_first: bool = True):
+    """Filters on a 2-D PCA map (of the filters), coloured by cluster.
+
+    x: centroid; ringed: the member nearest its centroid (what "nearest" and "merge" keep);
+    small black square: the lowest-index member (what "first" and "centroid" keep).
+    """
+    pca = _pca(features)
+    xy, cxy = pca.transform(features), pca.transform(clustering.centroids)
+    k = len(clustering.centroids)
+    colors = sns.color_palette("husl", k)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4.5))
+    for c in range(k):
+        m = clustering.labels == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=22, color=colors[c], alpha=0.85)
+        ax.scatter(cxy[c, 0], cxy[c, 1], s=70, marker="X", color=colors[c], edgecolors="black",
+                   linewidths=0.6)
+    near = clustering.nearest
+    ax.scatter(xy[near, 0], xy[near, 1], s=110, facecolors="none", edgecolors="black",
+               linewidths=1.2)
+    if show_first:
+        ax.scatter(xy[clustering.first, 0], xy[clustering.first, 1], s=10, marker="s",
+                   color="black")
+    ax.set_title(title or f"{len(features)} filters, k = {k}", fontsize=10)
+    ax.set_xlabel(f"PC1 ({pca.explained_variance_ratio_[0]:.0%})", fontsize=9)
+    ax.set_ylabel(f"PC2 ({pca.explained_variance_ratio_[1]:.0%})", fontsize=9)
+    ax.tick_params(labelsize=7)
+    return ax.figure
+
+
+def cluster_map_legend(fig, show_first: bool = True) -> None:
+    """One legend for a figure of :func:`cluster_map` panels."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], ls="", marker="o", color="0.5", label="filter (colour = cluster)"),
+        Line2D([], [], ls="", marker="X", color="0.5", markeredgecolor="black", markersize=9,
+               label="centroid"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black",
+               markersize=10, label='nearest member (kept by "nearest", "merge")')]
+    if show_first:
+        handles.append(Line2D([], [], ls="", marker="s", color="black", markersize=4,
+                              label='lowest-index member (kept by "first", "centroid")'))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9,
+               bbox_to_anchor=(0.5, -0.04), frameon=False)
+
+
+def elbow_silhouette(scores: pd.DataFrame):
+    """Inertia (share of the total sum of squares) and silhouette against k, per block.
+
+    One column per stage (16, 32, 64 filters), one line per block; ``scores`` as returned by
+    :func:`helpers.clusters.cluster_scores`.
+    """
+    stages = sorted(scores.block.str[:6].unique())
+    fig, axes = plt.subplots(2, len(stages), figsize=(4.4 * len(stages), 6.4), sharey="row",
+                             squeeze=False)
+    for j, stage in enumerate(stages):
+        part = scores[scores.block.str.startswith(stage)]
+        for name, g in part.sort_values("k").groupby("block"):
+            axes[0, j].plot(g.k, g.inertia_fraction, marker=".", label=name)
+            axes[1, j].plot(g.k, g.silhouette, marker=".", label=name)
+        width = int(part.width.iloc[0])
+        axes[0, j].set_title(f"{stage}: {width} filters per block", fontsize=10)
+        axes[1, j].set_xlabel("k (clusters = filters kept)")
+        axes[0, j].legend(fontsize=8)
+    axes[0, 0].set_ylabel("inertia / total sum of squares")
+    axes[1, 0].set_ylabel("mean silhouette")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- block pruning sweep
+
+
+STRATEGY_COLORS = dict(zip(("centroid", "first", "nearest", "merge", "l1", "random"),
+                           sns.color_palette("deep", 6), strict=True))
+
+
+def original_study(df: pd.DataFrame, strategies=("centroid", "first"), recal: bool = False,
+                   eval_images: int | None = None):
+    """Test accuracy against the number of removed filters, one panel per stage, one colour per
+    block, one line style per strategy: the original work's three figures, side by side."""
+    styles = ["-", "--", ":", "-."]
+    sub = df[df.strategy.isin(strategies) & (df.bn_recalibration == recal)]
+    stages = sorted(sub.block.str[:6].unique())
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        part = sub[sub.block.str.startswith(stage)]
+        for c, (name, g) in zip(sns.color_palette("deep"), part.groupby("block"), strict=False):
+            for ls, s in zip(styles, strategies, strict=False):
+                h = g[g.strategy == s].sort_values("removed")
+                ax.plot(h.removed, 100 * h.accuracy, ls=ls, color=c, marker=".", ms=4,
+                        label=f"{name} {s}")
+        ax.set_title(f"{stage}[0..2]", fontsize=11)
+        ax.set_xlabel("filters removed from conv1")
+        ax.legend(fontsize=7, ncol=2)
+    n = f" ({eval_images:,} test images)" if eval_images else ""
+    axes[0, 0].set_ylabel(f"test accuracy (%){n}")
+    fig.tight_layout()
+    return fig
+
+
+def strategy_grid(df: pd.DataFrame, strategies=None, dense: float | None = None,
+                  eval_images: int | None = None):
+    """Accuracy against kept filters for every block: colour = strategy, dashed = without BN
+    recalibration, solid = with it; the dotted line is the unpruned network."""
+    strategies = list(strategies or df.strategy.unique())
+    names = list(dict.fromkeys(df.block))
+    ncols = 3
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        g = df[df.block == name]
+        for s in strategies:
+            for recal, ls in ((False, "--"), (True, "-")):
+                h = g[(g.strategy == s) & (g.bn_recalibration == recal)].sort_values("kept_filters")
+                if len(h):
+                    ax.plot(h.kept_filters, 100 * h.accuracy, ls=ls, color=STRATEGY_COLORS.get(s),
+                            marker="." if len(h) < 20 else None, lw=1.3,
+                            label=f"{s}{' + recal' if recal else ''}")
+        if dense is not None:
+            ax.axhline(100 * dense, color="black", ls=":", lw=1)
+        ax.set_title(f"{name} ({int(g.width.iloc[0])} filters)", fontsize=10)
+        ax.set_xlabel("filters kept")
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    n = f" ({eval_images:,} images)" if eval_images else ""
+    for row in axes:
+        row[0].set_ylabel(f"test accuracy (%){n}")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=9,
+               bbox_to_anchor=(0.5, -0.05 if nrows > 1 else -0.15), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def removed_bins(df: pd.DataFrame, bins: int = 8) -> pd.DataFrame:
+    """Points at removed fractions 1/bins, 2/bins, ... with a ``bin`` column: per block the
+    point nearest the bin, exact when the sweep has it, else at most one filter away (none
+    otherwise); 0% and 100% are left out."""
+    d = df.copy()
+    d["bin"] = (d.removed_fraction * bins).round() / bins
+    d["off"] = (d.removed - d.bin * d.width).abs()
+    d = d[(d.bin > 0) & (d.bin < 1) & (d.off <= 1)].sort_values("off")
+    keys = ["block", "strategy", "bn_recalibration", "bin"]
+    return d.drop_duplicates(keys).sort_values(keys).drop(columns="off")
+
+
+def drop_heatmaps(df: pd.DataFrame, panels, bins: int = 8, eval_images: int | None = None,
+                  vmax: float | None = None):
+    """Accuracy drop (percentage points, from the unpruned network) per block and fraction of
+    conv1 filters removed, one heatmap per ``(strategy, bn_recalibration)`` panel."""
+    d = removed_bins(df, bins)
+    d["drop_pts"] = 100 * d["drop"]
+    tables = []
+    for s, recal in panels:
+        t = d[(d.strategy == s) & (d.bn_recalibration == recal)].pivot(
+            index="block", columns="bin", values="drop_pts")
+        t.columns = [f"{c:.0%}" if c * 100 % 1 == 0 else f"{c:.1%}" for c in t.columns]
+        tables.append(t)
+    vmax = vmax if vmax is not None else max(float(np.nanmax(t.values)) for t in tables)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels) + 1, 3.9),
+                             squeeze=False, sharey=True)
+    for j, (ax, t, (s, recal)) in enumerate(zip(axes[0], tables, panels, strict=True)):
+        sns.heatmap(t, ax=ax, annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=vmax,
+                    cbar=j == len(panels) - 1, annot_kws={"fontsize": 7},
+                    cbar_kws={"label": "accuracy drop (points)"})
+        ax.set_title(f"{s}{' + BN recalibration' if recal else ', no recalibration'}",
+                     fontsize=10)
+        ax.set_xlabel("conv1 filters removed")
+        ax.set_ylabel("block" if j == 0 else "")
+        ax.tick_params(axis="x", labelrotation=0, labelsize=8)
+    n = f", measured on {eval_images:,} test images" if eval_images else ""
+    fig.suptitle(f"Accuracy drop after pruning one block, no fine-tuning{n}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+STAGE_LABELS = {"acc_pruned": "pruned", "acc_recalibrated": "+ BN recalibration",
+                "acc_finetuned": "+ fine-tuning"}
+
+
+def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats (no more cost and more accuracy), by cost."""
+    order = np.lexsort((-acc, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return np.array(front, dtype=np.int64)
+
+
+def pareto(df: pd.DataFrame, dense: dict, eval_images: int, accuracy: str = "acc_finetuned"):
+    """Accuracy against MACs and against parameters, one marker per pruned network.
+
+    ``df`` has columns macs, params, strategy, allocation, ``accuracy`` and a boolean
+    ``headline`` (drawn as stars: the longer fine-tuning); ``dense`` has macs, params, accuracy.
+    The grey line is the Pareto front of all points, the unpruned network included.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
+    short, head = df[~df.headline], df[df.headline]
+    for ax, (col, label, scale) in zip(axes, (("macs", "MACs (millions)", 1e6),
+                                              ("params", "parameters (thousands)", 1e3)),
+                                       strict=True):
+        sns.scatterplot(x=short[col] / scale, y=100 * short[accuracy], hue=short.strategy,
+                        style=short.allocation, s=70, ax=ax, legend=ax is axes[-1])
+        if len(head):
+            ax.scatter(head[col] / scale, 100 * head[accuracy], marker="*", s=260, c="gold",
+                       edgecolors="black", zorder=5,
+                       label=f"best per target, {_epochs(head.finetune_epochs)}")
+        ax.scatter([dense[col] / scale], [100 * dense["accuracy"]], marker="X", s=110, c="black",
+                   zorder=5, label="unpruned")
+        cost = np.r_[df[col].to_numpy(float), dense[col]] / scale
+        acc = 100 * np.r_[df[accuracy].to_numpy(float), dense["accuracy"]]
+        front = pareto_front(cost, acc)
+        ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel(f"top-1 accuracy (%), {eval_images:,} test images")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Pruned ResNet20s after fine-tuning ({_epochs(short.finetune_epochs)}; "
+                 "stars: longer)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def recovery(df: pd.DataFrame, eval_images: int, dense_accuracy: float | None = None):
+    """Accuracy right after pruning, after BN recalibration and after fine-tuning, per config."""
+    long = df.melt(id_vars=["target", "strategy", "allocation"], value_vars=list(STAGE_LABELS),
+                   var_name="stage", value_name="accuracy")
+    long["stage"] = long.stage.map(STAGE_LABELS)
+    long["accuracy"] *= 100
+    long["target"] = long.target.map(lambda t: f"{t:.0%} of MACs removed")
+    g = sns.catplot(long, x="strategy", y="accuracy", hue="stage", col="target", row="allocation",
+                    kind="bar", height=3.0, aspect=1.25, palette="Blues",
+                    hue_order=list(STAGE_LABELS.values()), margin_titles=True)
+    if dense_accuracy is not None:
+        for ax in g.axes.flat:
+            ax.axhline(100 * dense_accuracy, color="black", lw=1, ls="--")
+    g.set_axis_labels("", "accuracy (%)")
+    g.set_titles(row_template="{row_name}", col_template="{col_name}")
+    g.figure.suptitle(f"What BN recalibration and fine-tuning recover ({eval_images:,} test "
+                      "images; dashed: unpruned)", fontsize=11, y=1.03)
+    return g.figure
+
+
+def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
+                          widths: tuple[int, ...], blocks: tuple[str, ...]):
+    """Left: the predicted accuracy loss of each block against the fraction it keeps (dots:
+    measured). Right: the fraction of filters each plan keeps in every block."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2),
+                                   gridspec_kw={"width_ratios": [1, 1.4]})
+    colors = sns.color_palette("viridis", len(blocks))
+    for color, name, width in zip(colors, blocks, widths, strict=True):
+        curve = 100 * sensitivity.loss[name]
+        ax1.plot(np.arange(width + 1) / width, curve, color=color, label=name)
+        pts = [r for r in sensitivity.measured if r["block"] == name]
+        baseline = sensitivity.dense_accuracy
+        ax1.scatter([_kept_fraction(r["kept_filters"], width) for r in pts],
+                    [100 * (baseline - r["accuracy"]) for r in pts], color=color, s=18)
+    ax1.set_xlabel("fraction of the block's conv1 filters kept")
+    ax1.set_ylabel("predicted accuracy loss (points)")
+    ax1.set_title(f"Sensitivity of each block ({sensitivity.strategy}, pruned alone)")
+    ax1.legend(fontsize=7, ncol=3)
+    ax1.set_ylim(bottom=-1)
+    rows = [{"plan": label, "block": b, "kept": k / w}
+            for label, plan in plans.items() for b, k, w in zip(blocks, plan, widths, strict=True)]
+    sns.barplot(pd.DataFrame(rows), x="block", y="kept", hue="plan", ax=ax2, palette="tab20")
+    ax2.set_ylabel("fraction of conv1 filters kept")
+    ax2.set_xlabel("")
+    ax2.set_title("Plans: filters kept per block")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _epochs(values) -> str:
+    epochs = sorted(set(values))
+    return ", ".join(f"{e:g}" for e in epochs) + (" epoch" if epochs == [1] else " epochs")
+
+
+def _kept_fraction(kept, width: int) -> float:
+    return kept if isinstance(kept, float) and kept <= 1 else kept / width

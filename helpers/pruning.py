@@ -21,11 +21,13 @@ Strategies (``k`` = filters kept):
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor, nn
 
 from helpers.data import normalize
@@ -80,17 +82,29 @@ def filter_features(block: BasicBlock, fold_bn: bool = False) -> np.ndarray:
 def kmeans(features: np.ndarray, k: int, seed: int = 0) -> Clustering:
     """sklearn's k-means++ on the rows of ``features``."""
     km = KMeans(n_clusters=k, init="k-means++", n_init=KMEANS_RESTARTS, random_state=seed)
-    labels = km.fit_predict(features)
-    centroids = km.cluster_centers_
+    with warnings.catch_warnings():  # "fewer distinct clusters than n_clusters": repaired below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = km.fit_predict(features)
+    centroids = km.cluster_centers_.copy()
+    inertia = float(km.inertia_)
+    # With fewer distinct filters than k (duplicated filters), sklearn leaves clusters empty.
+    # Give each empty cluster a filter of its own, taken from the largest cluster (its member
+    # farthest from the centroid), so that every strategy keeps k distinct channels.
+    for c in np.flatnonzero(np.bincount(labels, minlength=k) == 0):
+        source = int(np.bincount(labels, minlength=k).argmax())
+        members = np.flatnonzero(labels == source)
+        moved = members[((features[members] - centroids[source]) ** 2).sum(1).argmax()]
+        labels[moved] = c
+        centroids[c] = features[moved]
+        centroids[source] = features[labels == source].mean(0)
+        inertia = float(((features - centroids[labels]) ** 2).sum())
     dist = ((features[:, None, :] - centroids[None]) ** 2).sum(-1)  # (width, k)
     nearest, first = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
     for c in range(k):
         members = np.flatnonzero(labels == c)
-        if len(members) == 0:  # sklearn relocates empty clusters; guard duplicates anyway
-            members = np.array([int(dist[:, c].argmin())])
         first[c] = members.min()
         nearest[c] = members[dist[members, c].argmin()]
-    return Clustering(labels, centroids, nearest, first, float(km.inertia_))
+    return Clustering(labels, centroids, nearest, first, inertia)
 
 
 def cluster_filters(model: ResNet, block: str, k: int, fold_bn: bool = False,
@@ -111,17 +125,18 @@ def _shrink(block: BasicBlock, keep: Tensor) -> None:
     """Keep only channels ``keep`` of conv1/bn1 and the matching conv2 input slices."""
     k = len(keep)
     conv1, bn1, conv2 = block.conv1, block.bn1, block.conv2
-    new1 = nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False)
+    dev = conv1.weight.device  # built on the block's device: no host round trip
+    keep = keep.to(dev)
+    new1 = nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False, device=dev)
     new1.weight.copy_(conv1.weight[keep])
-    newbn = nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum)
+    newbn = nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum, device=dev)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(newbn, name).copy_(getattr(bn1, name)[keep])
     newbn.num_batches_tracked.copy_(bn1.num_batches_tracked)
-    new2 = nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False)
+    new2 = nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False, device=dev)
     new2.weight.copy_(conv2.weight[:, keep])
-    dev = conv1.weight.device
     for new in (new1, newbn, new2):
-        new.to(dev).train(block.training)
+        new.train(block.training)
     block.conv1, block.bn1, block.conv2 = new1, newbn, new2
 
 
@@ -155,6 +170,9 @@ def _merge(block: BasicBlock, clustering: Clustering) -> None:
 def keep_indices(block: BasicBlock, k: int, strategy: str, clustering: Clustering | None,
                  seed: int = 0) -> np.ndarray:
     """Which conv1 channels a strategy keeps (sorted)."""
+    check_strategy(strategy)
+    if strategy in CLUSTER_STRATEGIES and clustering is None:
+        raise ValueError(f"strategy {strategy!r} needs a clustering (see cluster_filters)")
     if strategy in ("centroid", "first"):
         return np.sort(clustering.first)
     if strategy in ("nearest", "merge"):
@@ -168,25 +186,42 @@ def keep_indices(block: BasicBlock, k: int, strategy: str, clustering: Clusterin
 
 def check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+        raise ValueError(
+            f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+
+
+def _check_clustering(b: BasicBlock, block: str, k: int, strategy: str,
+                      clustering: Clustering) -> None:
+    """A precomputed clustering must be of this block's filters, with k clusters, folded or not
+    as the strategy needs."""
+    width = b.conv1.out_channels
+    dims = b.conv1.weight[0].numel() + (strategy == "merge")
+    if (len(clustering.labels) != width or clustering.centroids.shape != (k, dims)):
+        kind = "folded (fold_bn=True)" if strategy == "merge" else "raw (fold_bn=False)"
+        raise ValueError(
+            f"the clustering given for {strategy!r} on block {block} does not fit: it needs "
+            f"{k} centroids of the {width} {kind} filters ({dims} features each), got "
+            f"{clustering.centroids.shape[0]} centroids of {clustering.centroids.shape[1]} "
+            f"features for {len(clustering.labels)} filters")
 
 
 @torch.no_grad()
-def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
-                clustering: Clustering | None = None) -> ResNet:
-    """A copy of ``model`` whose ``block`` keeps ``k`` conv1 filters (``model`` is untouched).
+def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
+                 clustering: Clustering | None = None) -> BasicBlock:
+    """A pruned copy of one block of ``model`` (``model`` is untouched).
 
-    Args:
-        clustering: a precomputed :func:`cluster_filters` result to reuse (it must be of the
-            folded filters for ``"merge"``, of the raw ones for the other clustering strategies).
+    This is the block that :func:`prune_block` puts in place; on its own it lets a caller (the
+    per-block sweep of :mod:`helpers.sweep`) prune without copying the whole network.
     """
     check_strategy(strategy)
-    _check_k(get_block(model, block), block, k)
-    pruned = copy.deepcopy(model)
-    pruned.meta = {}
-    b = get_block(pruned, block)
-    if strategy in CLUSTER_STRATEGIES and clustering is None:
-        clustering = cluster_filters(model, block, k, fold_bn=strategy == "merge", seed=seed)
+    original = get_block(model, block)
+    _check_k(original, block, k)
+    if strategy in CLUSTER_STRATEGIES:
+        if clustering is None:
+            clustering = cluster_filters(model, block, k, fold_bn=strategy == "merge", seed=seed)
+        else:
+            _check_clustering(original, block, k, strategy, clustering)
+    b = copy.deepcopy(original)
     if strategy == "merge":
         _merge(b, clustering)
     else:
@@ -198,6 +233,23 @@ def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
             b.conv1.weight.copy_(w.view_as(b.conv1.weight))
         else:
             _shrink(b, torch.as_tensor(keep, device=b.conv1.weight.device))
+    return b
+
+
+@torch.no_grad()
+def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
+                clustering: Clustering | None = None) -> ResNet:
+    """A copy of ``model`` whose ``block`` keeps ``k`` conv1 filters (``model`` is untouched).
+
+    Args:
+        clustering: a precomputed :func:`cluster_filters` result to reuse (it must be of the
+            folded filters for ``"merge"``, of the raw ones for the other clustering strategies).
+    """
+    new = pruned_block(model, block, k, strategy, seed, clustering)
+    pruned = copy.deepcopy(model)
+    pruned.meta = {}
+    stage, index = block.split(".")
+    getattr(pruned, stage)[int(index)] = new
     widths = list(pruned.widths)
     widths[BLOCK_NAMES.index(block)] = k
     pruned.widths = tuple(widths)
@@ -240,3 +292,17 @@ def recalibrate_bn(model: nn.Module, images: Tensor, batches: int = 10,
     for bn, m in zip(layers, momenta, strict=True):
         bn.momentum = m
     return model.eval()
+
+
+
+def __getattr__(name: str):
+    """``helpers.pruning.prune_network`` is :func:`helpers.network.prune_network`.
+
+    Imported lazily (PEP 562): helpers.network imports this module, so a plain import here
+    would be circular whichever of the two is imported first.
+    """
+    if name == "prune_network":
+        from helpers.network import prune_network
+
+        return prune_network
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
