@@ -11,6 +11,7 @@ Modules, one concept each:
 - :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
 - :mod:`helpers.clusters` many clusterings at once, elbow/silhouette scores, raw vs BN-folded
 - :mod:`helpers.sweep`   the fast (cached) per-block pruning sweep and its naive reference
+- :mod:`helpers.network` whole-network plans (uniform, sensitivity-guided), prune_network, latency
 """
 
 __version__ = "0.1.0"

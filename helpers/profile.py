@@ -6,6 +6,7 @@ never overwrites the committed checkpoint, results or figures.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +44,18 @@ class Outputs:
         return self.checkpoints / paths.CHECKPOINT.name
 
 
+@functools.cache
+def _scratch() -> Path:
+    """A fresh temporary folder per process: quick runs never see each other's leftovers."""
+    return Path(tempfile.mkdtemp(prefix="resnet20-ci-outputs-"))
+
+
 def outputs(profile: str) -> Outputs:
     """The repository's folders for the full profile, a temporary folder for the others."""
     if resolve_profile(profile) == "full":
         out = Outputs(paths.CHECKPOINTS, paths.RESULTS, paths.IMG)
     else:
-        base = Path(tempfile.gettempdir()) / "resnet20-ci-outputs"
+        base = _scratch()
         out = Outputs(base / "checkpoints", base / "results", base / "img")
     for folder in (out.checkpoints, out.results, out.img):
         folder.mkdir(parents=True, exist_ok=True)

@@ -158,19 +158,24 @@ def make_step(model, cfg, device, teacher=None) -> EagerStep:
     return EagerStep(model, cfg, device, teacher)
 
 
-def _save_checkpoint(path, model, optimizer, cfg, history) -> None:
+def _run_id(cfg: TrainConfig, train_images: int) -> dict:
+    """What a checkpoint must agree on to be resumed: the config and the training-set size."""
+    return dataclasses.asdict(cfg) | {"train_images": train_images}
+
+
+def _save_checkpoint(path, model, optimizer, run_id, history) -> None:
     tmp = f"{path}.tmp"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "config": dataclasses.asdict(cfg), "history": history}, tmp)
+                "config": run_id, "history": history}, tmp)
     os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _resume(path, model, optimizer, cfg) -> list[dict]:
+def _resume(path, model, optimizer, run_id) -> list[dict]:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["config"] != dataclasses.asdict(cfg):
-        diff = {k: (v, state["config"].get(k)) for k, v in dataclasses.asdict(cfg).items()
+    if state["config"] != run_id:
+        diff = {k: (v, state["config"].get(k)) for k, v in run_id.items()
                 if state["config"].get(k) != v}
-        raise ValueError(f"checkpoint {path} was written by a run with another config "
+        raise ValueError(f"checkpoint {path} was written by a run with another config or data "
                          f"(name: (now, then)) {diff}; delete it or use the same config")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -210,7 +215,8 @@ def train(model: nn.Module, data: CIFAR10, cfg: TrainConfig = TrainConfig(),
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the "
                          f"{len(x_train)} training images")
     optimizer = make_optimizer(model, cfg, device)
-    history = _resume(checkpoint, model, optimizer, cfg) if checkpoint and os.path.exists(
+    run_id = _run_id(cfg, len(x_train))
+    history = _resume(checkpoint, model, optimizer, run_id) if checkpoint and os.path.exists(
         checkpoint) else []
     if checkpoint:
         os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
@@ -249,7 +255,7 @@ def train(model: nn.Module, data: CIFAR10, cfg: TrainConfig = TrainConfig(),
         history.append(record)
         bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{record.get('test_accuracy', 0):.3f}")
         if checkpoint and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            _save_checkpoint(checkpoint, model, optimizer, cfg, history)
+            _save_checkpoint(checkpoint, model, optimizer, run_id, history)
         if callback is not None:
             callback(record)
         model.train()

@@ -72,6 +72,14 @@ def test_resume_refuses_another_config(tiny_data, tmp_path):
         run(tiny_data, TrainConfig(**{**CFG.__dict__, "lr": 0.1}), checkpoint=tmp_path / "run.pt")
 
 
+def test_resume_refuses_other_training_data(tiny_data, tmp_path):
+    run(tiny_data, checkpoint=tmp_path / "run.pt")
+    fewer = tiny_data._replace(train_images=tiny_data.train_images[:64],
+                               train_labels=tiny_data.train_labels[:64])
+    with pytest.raises(ValueError, match="train_images"):
+        run(fewer, checkpoint=tmp_path / "run.pt")
+
+
 def test_nan_loss_stops_with_clear_error(tiny_data):
     model = fresh()
     with torch.no_grad():
