@@ -14,14 +14,11 @@ STAMP = $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CI_DIR = build/ci
-RUN_DIR = build/run
 CI_NOTEBOOKS := $(patsubst notebooks/%,$(CI_DIR)/%,$(NOTEBOOKS))
 
-# `make run` executes each notebook into build/run/ and copies it over notebooks/ only when it
-# succeeded, so a failing run never leaves half-executed notebooks behind (the net effect is an
-# in-place update; later notebooks see the checkpoints/results written by earlier ones).
-# papermill: PROFILE=auto picks the full profile on a CUDA GPU and the quick one on CPU.
-PAPERMILL_FLAGS = --progress-bar --no-log-output
+# `make run` (scripts/run_series.py) executes each notebook into build/run/ and copies it over
+# notebooks/ only when it succeeded, and times the series (results/series.json on a GPU).
+# PROFILE=auto picks the full profile on a CUDA GPU and the quick one on CPU.
 # nbval: --nbval-lax runs every cell (an exception fails the test) but compares outputs only
 # of cells marked `# NBVAL_CHECK_OUTPUT`; --nbval-current-env uses this venv's kernel.
 NBVAL_FLAGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
@@ -47,13 +44,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 run: venv sync
-	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/[0-9][0-9]_*.ipynb found" >&2; exit 1; }
-	@mkdir -p $(RUN_DIR)
-	@set -e; for nb in $(NOTEBOOKS); do \
-		echo "== $$nb"; \
-		$(BIN)/papermill $$nb $(RUN_DIR)/$$(basename $$nb) -p PROFILE auto --cwd notebooks $(PAPERMILL_FLAGS); \
-		cp $(RUN_DIR)/$$(basename $$nb) $$nb; \
-	done
+	$(BIN)/python scripts/run_series.py --profile auto
 	$(MAKE) readme
 
 test: unit-test nb-test

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers.data import CIFAR10, load_cifar10
 from helpers.models import resnet20
-from helpers.profile import default_device
+from helpers.profile import default_device, device_name
 from helpers.train import TrainConfig, train
 
 SEED_BATCH = 100  # the original work's DataLoader batch size
@@ -95,7 +95,7 @@ def bench_train(args) -> dict:
     if args.train_images:
         data = data._replace(train_images=data.train_images[:args.train_images],
                              train_labels=data.train_labels[:args.train_images])
-    out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    out = {"device": device_name(device),
            "torch_version": torch.__version__, "train_images": len(data.train_labels)}
     out["seed_pipeline_seconds_per_epoch"] = seed_pipeline_seconds_per_epoch(data, device,
                                                                              args.seed_steps)

@@ -113,7 +113,10 @@ def per_class_accuracy(logits: Tensor, labels: Tensor, classes: list[str]) -> pd
 @torch.no_grad()
 def latency_ms(model: nn.Module, batch_size: int, device: str | torch.device = "cpu",
                repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock milliseconds of one eval forward pass of a random batch."""
+    """Median wall-clock milliseconds of one eval forward pass of a random batch.
+
+    The model is moved to ``device`` and left there in eval mode.
+    """
     device = torch.device(device)
     model = model.to(device).eval()
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(

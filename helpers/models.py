@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -106,12 +107,12 @@ def check_widths(widths: Sequence[int] | None) -> tuple[int, ...]:
     """Validate a list of nine conv1 widths (None means the original ResNet20)."""
     if widths is None:
         return DEFAULT_WIDTHS
-    widths = tuple(widths)
+    widths = tuple(int(w) if isinstance(w, np.integer) else w for w in widths)
     if len(widths) != len(BLOCK_NAMES):
         raise ValueError(f"widths needs {len(BLOCK_NAMES)} integers, one per block "
                          f"({', '.join(BLOCK_NAMES)}); got {len(widths)}: {widths}")
     for name, w in zip(BLOCK_NAMES, widths, strict=True):
-        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
             raise ValueError(f"widths: block {name} must have a positive integer width, got {w!r}")
     return widths
 

@@ -361,7 +361,7 @@ def sensitivity_from_json(path, dense_accuracy: float, eval_images: int,
         return None, f"{path.name} does not exist"
     saved = json.loads(path.read_text(encoding="utf-8"))
     kind = torch.device(device).type
-    saved_kind = str(saved.get("device", "")).split(" ")[0].split(":")[0]
+    saved_kind = "cpu" if saved.get("device") == "cpu" else "cuda"  # device_name(): GPU or cpu
     if saved.get("eval_images") != eval_images:
         return None, (f"{path.name} was measured on {saved.get('eval_images')} test images, "
                       f"not {eval_images:,}")

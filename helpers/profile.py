@@ -1,7 +1,13 @@
 """Run profiles of the notebooks: "full" on a GPU, a quick "ci" one on a CPU.
 
-The "ci" profile writes everything to a temporary folder, so that running the notebooks in CI
-never overwrites the committed checkpoint, results or figures.
+- ``"full"``: the real thing (200 training epochs, complete sweeps); meant for a CUDA GPU.
+- ``"ci"``: the same code on small sizes, on a CPU, to test the notebooks. It writes everything
+  to a fresh temporary folder, so that it never overwrites the committed checkpoint, results or
+  figures.
+- ``"standin"``: notebook 02 only: a short CPU training whose checkpoint and results are
+  written to the repository as a clearly marked stand-in (``device: "cpu"``) until a GPU run
+  replaces them. Only notebook 02 knows this profile.
+- ``"auto"``: ``"full"`` when CUDA is available, else ``"ci"``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import torch
 
 from helpers import paths
 
-PROFILES = ("auto", "full", "ci")
+PROFILES = ("auto", "full", "ci", "standin")
 
 
-def resolve_profile(profile: str = "auto") -> str:
-    """``"auto"`` becomes ``"full"`` when CUDA is available, else ``"ci"``."""
-    if profile not in PROFILES:
-        raise ValueError(f"PROFILE must be one of {PROFILES}, got {profile!r}")
+def resolve_profile(profile: str = "auto", allowed: tuple[str, ...] = PROFILES[:3]) -> str:
+    """``"auto"`` becomes ``"full"`` when CUDA is available, else ``"ci"``.
+
+    ``allowed`` lists the profiles the calling notebook knows (``"standin"`` only notebook 02).
+    """
+    if profile not in allowed:
+        raise ValueError(f"PROFILE must be one of {allowed}, got {profile!r}")
     if profile == "auto":
         return "full" if torch.cuda.is_available() else "ci"
     return profile
@@ -29,6 +38,12 @@ def resolve_profile(profile: str = "auto") -> str:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """The GPU's name (e.g. 'NVIDIA H100 80GB HBM3'), or 'cpu': what results record."""
+    device = torch.device(device) if device else default_device()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,7 @@ def _scratch() -> Path:
 
 def outputs(profile: str) -> Outputs:
     """The repository's folders for the full profile, a temporary folder for the others."""
-    if resolve_profile(profile) == "full":
+    if resolve_profile(profile, allowed=PROFILES) in ("full", "standin"):
         out = Outputs(paths.CHECKPOINTS, paths.RESULTS, paths.IMG)
     else:
         base = _scratch()

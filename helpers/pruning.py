@@ -251,7 +251,7 @@ def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
     stage, index = block.split(".")
     getattr(pruned, stage)[int(index)] = new
     widths = list(pruned.widths)
-    widths[BLOCK_NAMES.index(block)] = k
+    widths[BLOCK_NAMES.index(block)] = int(k)
     pruned.widths = tuple(widths)
     return pruned
 

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from helpers.clusters import cluster_table
 from helpers.data import MEAN, STD, normalize
 from helpers.models import BLOCK_NAMES, ResNet
+from helpers.profile import device_name
 from helpers.pruning import (
     CLUSTER_STRATEGIES,
     STRATEGIES,
@@ -83,32 +84,27 @@ def ieee_fp32():
 
     PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default (10 mantissa
     bits); the sweep and the naive reference both run inside this context so that they compute
-    the same thing. The previous settings are restored on exit.
+    the same thing. Uses one API throughout (mixing the legacy ``allow_tf32`` flags with the
+    newer ``fp32_precision`` settings is an error in recent PyTorch); restores on exit.
     """
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    matmul = torch.backends.cuda.matmul
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        saved = conv.fp32_precision, matmul.fp32_precision
-        conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
+        knobs = [cudnn.conv, cudnn.rnn, matmul]
+        saved = [k.fp32_precision for k in knobs]
+        for k in knobs:
+            k.fp32_precision = "ieee"
         try:
             yield
         finally:
-            conv.fp32_precision, matmul.fp32_precision = saved
+            for k, value in zip(knobs, saved, strict=True):
+                k.fp32_precision = value
     else:
-        saved = torch.backends.cudnn.allow_tf32, matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = False, False
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32, matmul.allow_tf32 = False, False
         try:
             yield
         finally:
-            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
-
-
-def device_name(device: torch.device | str) -> str:
-    """'cpu', or 'cuda (NVIDIA H100 80GB HBM3)'."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 # --------------------------------------------------------------------------- which points

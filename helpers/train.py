@@ -5,7 +5,8 @@ replayed (ResNet20 at batch 512 is launch-bound: replaying one graph replaces hu
 launches), and the fused SGD step runs after it. On the CPU the same step runs eagerly.
 
 Every epoch draws its shuffling and augmentation from a generator seeded by (seed, epoch), so a
-run resumed from a checkpoint continues exactly as the uninterrupted run would have.
+run resumed from a checkpoint continues as the uninterrupted run would have: bit for bit on the
+CPU; on CUDA up to the non-determinism of cuDNN's autotuned kernels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from helpers.data import CIFAR10, normalize, random_crop_flip
 from helpers.metrics import predict
+from helpers.profile import default_device
 
 
 @dataclass(frozen=True)
@@ -126,20 +128,26 @@ class GraphedStep(EagerStep):
             memory_format=torch.channels_last)
         self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
         saved = [b.detach().clone() for b in model.buffers()]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                model.zero_grad(set_to_none=True)
-                self.forward_backward(self.x, self.y)
-        torch.cuda.current_stream().wait_stream(side)
-        model.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss, self.logits = self.forward_backward(self.x, self.y)
-        with torch.no_grad():
-            for b, s in zip(model.buffers(), saved, strict=True):
-                b.copy_(s)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model.zero_grad(set_to_none=True)
+                    self.forward_backward(self.x, self.y)
+            torch.cuda.current_stream().wait_stream(side)
+            model.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss, self.logits = self.forward_backward(self.x, self.y)
+        except Exception:  # leave the model as it was, so that an eager fallback starts clean
+            torch.cuda.synchronize()
+            model.zero_grad(set_to_none=True)
+            raise
+        finally:
+            with torch.no_grad():
+                for b, s in zip(model.buffers(), saved, strict=True):
+                    b.copy_(s)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.x.copy_(x)
@@ -203,7 +211,7 @@ def train(model: nn.Module, data: CIFAR10, cfg: TrainConfig = TrainConfig(),
         teacher: a trained model to distill from (fine-tuning); kept in eval mode.
         callback: called with each epoch's record (e.g. to draw live curves).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     model.to(device).to(memory_format=torch.channels_last).train()

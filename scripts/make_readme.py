@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,22 +25,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sync_notebooks  # noqa: E402  (sibling script: repository URL and Colab badges)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS_DIR = ROOT / "results"
 IMG_DIR = ROOT / "img"
 NOTEBOOK_DIR = ROOT / "notebooks"
 
-RESULT_FILES = ("train.json", "block_pruning.json", "network_pruning.json")
+RESULT_FILES = ("train.json", "block_pruning.json", "network_pruning.json", "series.json")
 # (path relative to the repository root, caption); shown only when the file exists.
 FIGURES = (
     ("img/train_curves.png", "Training curves of ResNet20 on CIFAR-10"),
     ("img/block_pruning.png", "Accuracy after pruning one BasicBlock at a time"),
     ("img/pareto.png", "Whole-network pruning: accuracy against MACs"),
 )
-# conv1 width of ResNet20's BasicBlocks, by stage (stage 1: 16 filters, 2: 32, 3: 64).
-STAGE_WIDTHS = {1: 16, 2: 32, 3: 64}
-BLOCKS_PER_STAGE = 3
+RESNET20_WIDTHS = dict(zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True))  # conv1 width per block
 DASH = "—"
 
 
@@ -140,42 +140,23 @@ def render_train(r: dict) -> str:
     if is_cpu(device):
         out += [
             "",
-            "> **CPU stand-in checkpoint.** This checkpoint was trained on the CPU with the quick "
-            "profile, so its accuracy is far below what ResNet20 reaches. The GPU run is still "
-            "owed: run `make run` on a CUDA machine to replace the checkpoint and these numbers.",
+            "> **CPU stand-in checkpoint.** This checkpoint was trained on the CPU for a few "
+            "hundred steps (notebook 02's `standin` profile), so its accuracy is far below what "
+            "ResNet20 reaches. The GPU run is still owed: run `make run` on a CUDA machine to "
+            "replace the checkpoint and these numbers.",
         ]
     return "\n".join(out)
 
 
-def kept_fraction(record: dict) -> float | None:
+def kept_fraction(record: dict, widths: dict | None = None) -> float | None:
     """Fraction of a block's conv1 filters kept by one block-pruning record.
 
-    Uses ``kept_fraction`` if present, else ``kept_filters`` divided by ``width`` (or
-    ``filters``) if present, else ``kept_filters`` itself when it is already a fraction (<= 1),
-    else ResNet20's width of the named block ('layer2.1', 'stage2.block1', or index 0..8).
+    The block's width comes from the record (``width``), else from ``widths`` (the results
+    file's), else from ResNet20's default widths; ``None`` when the block is unknown.
     """
-    if not _missing(record.get("kept_fraction")):
-        return float(record["kept_fraction"])
-    kept = record.get("kept_filters")
-    if _missing(kept):
-        return None
-    width = record.get("width", record.get("filters"))
-    if _missing(width):
-        if isinstance(kept, float) and kept <= 1:
-            return kept
-        width = _resnet20_block_width(record.get("block"))
-    return kept / width if width else None
-
-
-def _resnet20_block_width(block) -> int | None:
-    if isinstance(block, int) and not isinstance(block, bool):
-        return STAGE_WIDTHS.get(block // BLOCKS_PER_STAGE + 1)
-    match = re.search(r"(?:layer|stage)_?([123])", str(block))
-    if match:
-        return STAGE_WIDTHS[int(match.group(1))]
-    if str(block).isdigit():
-        return _resnet20_block_width(int(block))
-    return None
+    width = record.get("width") or (widths or {}).get(record.get("block")) or \
+        RESNET20_WIDTHS.get(record.get("block"))
+    return record["kept_filters"] / width if width else None
 
 
 def render_block_pruning(r: dict) -> str:
@@ -187,7 +168,7 @@ def render_block_pruning(r: dict) -> str:
         for rec in records:
             if rec["strategy"] != strategy or bool(rec.get("bn_recalibration")) != recal:
                 continue
-            frac = kept_fraction(rec)
+            frac = kept_fraction(rec, r.get("widths"))
             if half and (frac is None or abs(frac - 0.5) > 1e-6):
                 continue
             values.append(rec.get("accuracy"))
@@ -282,7 +263,14 @@ def render_network_pruning(r: dict) -> str:
     )
 
 
+def render_series(r: dict) -> str:
+    times = ", ".join(f"{name} {num(sec, 0)} s" for name, sec in r["notebook_seconds"].items())
+    return (f"### The whole series\n\nAll notebooks in the full profile ran in "
+            f"{num(r['total_seconds'], 0)} s on {r['device']} ({times}).")
+
+
 RENDERERS = {
+    "series.json": render_series,
     "train.json": render_train,
     "block_pruning.json": render_block_pruning,
     "network_pruning.json": render_network_pruning,

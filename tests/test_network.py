@@ -279,7 +279,7 @@ def test_sensitivity_from_json_checks_images_device_and_checkpoint(tmp_path):
     records = [{"block": n, "strategy": s, "bn_recalibration": True, "kept_filters": w // 2,
                 "accuracy": 0.8} for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)
                for s in ("merge", "l1")]
-    saved = {"eval_images": 1000, "device": "cuda (NVIDIA H100 80GB HBM3)", "dense_accuracy": 0.9,
+    saved = {"eval_images": 1000, "device": "NVIDIA H100 80GB HBM3", "dense_accuracy": 0.9,
              "dense_accuracy_recalibrated": 0.89, "records": records}
     path = tmp_path / "block_pruning.json"
     assert sensitivity_from_json(path, 0.9, 1000, "cuda")[0] is None  # missing

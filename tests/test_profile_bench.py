@@ -18,6 +18,7 @@ def test_ci_outputs_never_point_into_the_repository():
     for folder in (out.checkpoints, out.results, out.img):
         assert folder.is_dir() and paths.ROOT not in folder.parents
     assert outputs("full").checkpoint == paths.CHECKPOINT
+    assert outputs("standin").checkpoint == paths.CHECKPOINT
 
 
 def test_seed_pipeline_dataset_and_timing(tiny_data):

@@ -332,10 +332,8 @@ def test_render_block_pruning_table(tmp_path):
     ("record", "expected"),
     [
         ({"block": "layer2.1", "kept_filters": 16}, 0.5),
-        ({"block": 8, "kept_filters": 16}, 0.25),
-        ({"block": "x", "kept_filters": 0.5}, 0.5),
+        ({"block": "layer3.2", "kept_filters": 16}, 0.25),
         ({"block": "x", "kept_filters": 3, "width": 12}, 0.25),
-        ({"block": "x", "kept_filters": 3, "kept_fraction": 0.4}, 0.4),
         ({"block": "x", "kept_filters": 3}, None),
     ],
 )
@@ -397,3 +395,9 @@ def test_main_check_and_update(tmp_path):
 def test_missing_markers_are_an_error():
     with pytest.raises(ValueError, match="markers"):
         make_readme.replace_section("no markers", "results", "x")
+
+
+def test_series_timing_is_rendered():
+    md = make_readme.render_series({"device": "NVIDIA H200", "total_seconds": 301.4,
+                                    "notebook_seconds": {"01_resnet20": 10.2, "02_x": 291.2}})
+    assert "301 s on NVIDIA H200" in md and "01_resnet20 10 s" in md
