@@ -148,12 +148,28 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor]) -> 
     model.load_state_dict(state_dict, strict=True)
 
 
+def _plain(value):
+    """Metadata as plain Python types, so that ``torch.load(weights_only=True)`` accepts it."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # e.g. torch.__version__ is a str subclass
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    return value
+
+
 def save_model(model: ResNet, path: str | os.PathLike, **meta) -> None:
-    """Save weights plus what is needed to rebuild the model (shortcut, widths, classes)."""
+    """Save weights plus what is needed to rebuild the model (shortcut, widths, classes).
+
+    ``meta`` (plain values: numbers, strings, lists, dicts) comes back as ``model.meta``.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "shortcut": model.shortcut, "widths": list(model.widths),
-                "num_classes": model.num_classes, "meta": meta}, path)
+                "num_classes": model.num_classes, "meta": _plain(meta)}, path)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ResNet:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -72,10 +73,12 @@ def test_bad_shortcut():
 
 def test_save_load_roundtrip(tmp_path):
     model = resnet20("conv3x3", (4, 16, 16, 32, 8, 32, 64, 64, 1)).eval()
-    save_model(model, tmp_path / "m.pt", note="hello", accuracy=0.5)
+    save_model(model, tmp_path / "m.pt", note="hello", accuracy=0.5,
+               torch_version=torch.__version__, count=np.int64(3))  # non-plain types too
     loaded = load_model(tmp_path / "m.pt").eval()
     assert loaded.widths == model.widths and loaded.shortcut == "conv3x3"
-    assert loaded.meta == {"note": "hello", "accuracy": 0.5}
+    assert loaded.meta == {"note": "hello", "accuracy": 0.5, "torch_version": str(torch.__version__),
+                           "count": 3}
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
 
