@@ -77,8 +77,8 @@ def test_save_load_roundtrip(tmp_path):
                torch_version=torch.__version__, count=np.int64(3))  # non-plain types too
     loaded = load_model(tmp_path / "m.pt").eval()
     assert loaded.widths == model.widths and loaded.shortcut == "conv3x3"
-    assert loaded.meta == {"note": "hello", "accuracy": 0.5, "torch_version": str(torch.__version__),
-                           "count": 3}
+    assert loaded.meta == {"note": "hello", "accuracy": 0.5,
+                           "torch_version": str(torch.__version__), "count": 3}
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
 
