@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from helpers.data import CIFAR10, load_cifar10
+from helpers.data import CIFAR10, PILDataset, load_cifar10
 from helpers.models import resnet20
 from helpers.profile import default_device, device_name
 from helpers.train import TrainConfig, train
@@ -26,22 +26,11 @@ from helpers.train import TrainConfig, train
 SEED_BATCH = 100  # the original work's DataLoader batch size
 
 
-class PILDataset(Dataset):
-    """uint8 tensors served as PIL images through torchvision transforms, like the seed code."""
+def seed_transform():
+    """The original work's training augmentation: Pad 4, RandomCrop 32, flip, ToTensor."""
+    from torchvision import transforms as T
 
-    def __init__(self, images, labels):
-        from PIL import Image
-        from torchvision import transforms as T
-
-        self.images, self.labels, self.to_pil = images.permute(0, 2, 3, 1).numpy(), labels, Image
-        self.transform = T.Compose([T.Pad(4), T.RandomCrop(32), T.RandomHorizontalFlip(),
-                                    T.ToTensor()])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.transform(self.to_pil.fromarray(self.images[i])), int(self.labels[i])
+    return T.Compose([T.Pad(4), T.RandomCrop(32), T.RandomHorizontalFlip(), T.ToTensor()])
 
 
 def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: int = 100,
@@ -53,8 +42,9 @@ def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: 
     """
     model = resnet20(shortcut).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(PILDataset(data.train_images, data.train_labels), batch_size=SEED_BATCH,
-                        shuffle=True)
+    loader = DataLoader(PILDataset(data.train_images, data.train_labels, seed_transform()),
+                        batch_size=SEED_BATCH, shuffle=True)
+
     def batches():  # as many epochs as it takes (tiny datasets in tests)
         while True:
             yield from loader

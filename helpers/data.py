@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
 from torch import Tensor
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -163,3 +164,23 @@ def random_crop_flip(images: Tensor, padding: int = PADDING,
     idx = torch.arange(n, device=dev).view(n, 1, 1, 1)
     ch = torch.arange(c, device=dev).view(1, c, 1, 1)
     return padded[idx, ch, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """uint8 images served one by one as PIL images through a torchvision transform.
+
+    The way the original work fed its models (a ``DataLoader`` over PIL images); kept for the
+    benchmarks and the naive reference sweep.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, transform):
+        self.images = images.cpu().permute(0, 2, 3, 1).numpy()
+        self.labels, self.transform = labels.cpu(), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])

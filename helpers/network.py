@@ -232,7 +232,8 @@ class Sensitivity:
             points = {width: 0.0, 0: dense_accuracy - 1 / num_classes}
             for r in chosen:
                 if str(r.get("block")) == name:
-                    points[_kept(r["kept_filters"], width)] = dense_accuracy - float(r["accuracy"])
+                    kept = kept_count(r["kept_filters"], width)
+                    points[kept] = dense_accuracy - float(r["accuracy"])
             if len(points) == 2:
                 raise ValueError(f"no {strategy!r} records (bn_recalibration={bn_recalibration}) "
                                  f"for block {name}")
@@ -250,7 +251,8 @@ class Sensitivity:
         return float(sum(self.loss[n][k] for n, k in zip(BLOCK_NAMES, plan, strict=True)))
 
 
-def _kept(kept_filters, width: int) -> int:
+def kept_count(kept_filters, width: int) -> int:
+    """A record's ``kept_filters`` as a count: counts pass, fractions (float <= 1) are scaled."""
     if isinstance(kept_filters, float) and kept_filters <= 1 and not kept_filters.is_integer():
         return max(1, round(kept_filters * width))
     return int(kept_filters)

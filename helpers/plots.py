@@ -464,6 +464,8 @@ def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
                           widths: tuple[int, ...], blocks: tuple[str, ...]):
     """Left: the predicted accuracy loss of each block against the fraction it keeps (dots:
     measured). Right: the fraction of filters each plan keeps in every block."""
+    from helpers.network import kept_count
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2),
                                    gridspec_kw={"width_ratios": [1, 1.4]})
     colors = sns.color_palette("viridis", len(blocks))
@@ -472,7 +474,7 @@ def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
         ax1.plot(np.arange(width + 1) / width, curve, color=color, label=name)
         pts = [r for r in sensitivity.measured if r["block"] == name]
         baseline = sensitivity.dense_accuracy
-        ax1.scatter([_kept_fraction(r["kept_filters"], width) for r in pts],
+        ax1.scatter([kept_count(r["kept_filters"], width) / width for r in pts],
                     [100 * (baseline - r["accuracy"]) for r in pts], color=color, s=18)
     ax1.set_xlabel("fraction of the block's conv1 filters kept")
     ax1.set_ylabel("predicted accuracy loss (points)")

@@ -56,7 +56,7 @@ def get_block(model: ResNet, block: str) -> BasicBlock:
     return model.get_submodule(block)
 
 
-def _check_k(block_module: BasicBlock, block: str, k: int) -> None:
+def check_k(block_module: BasicBlock, block: str, k: int) -> None:
     width = block_module.conv1.out_channels
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
         raise ValueError(f"k must be an integer in 1..{width} for block {block} "
@@ -111,7 +111,7 @@ def cluster_filters(model: ResNet, block: str, k: int, fold_bn: bool = False,
                     seed: int = 0) -> Clustering:
     """Cluster the conv1 filters of ``block`` into ``k`` groups with k-means++."""
     b = get_block(model, block)
-    _check_k(b, block, k)
+    check_k(b, block, k)
     return kmeans(filter_features(b, fold_bn), k, seed)
 
 
@@ -215,7 +215,7 @@ def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0
     """
     check_strategy(strategy)
     original = get_block(model, block)
-    _check_k(original, block, k)
+    check_k(original, block, k)
     if strategy in CLUSTER_STRATEGIES:
         if clustering is None:
             clustering = cluster_filters(model, block, k, fold_bn=strategy == "merge", seed=seed)

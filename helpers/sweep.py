@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.clusters import cluster_table
-from helpers.data import MEAN, STD, normalize
+from helpers.data import MEAN, STD, PILDataset, normalize
 from helpers.models import BLOCK_NAMES, ResNet
 from helpers.profile import device_name
 from helpers.pruning import (
@@ -61,6 +61,7 @@ from helpers.pruning import (
     STRATEGIES,
     Clustering,
     bn_layers,
+    check_k,
     check_strategy,
     get_block,
     keep_indices,
@@ -72,6 +73,12 @@ from helpers.pruning import (
 RECORD_KEYS = ("block", "strategy", "bn_recalibration", "kept_filters", "accuracy")
 SUBSET_STRATEGIES = ("first", "nearest", "l1", "random")  # keep original filters unchanged
 NAIVE_BATCH = 100  # the original work's evaluation batch size
+
+
+def _naive_transform():
+    from torchvision import transforms as T
+
+    return T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
 CHANNELS_LAST = torch.channels_last
 
 
@@ -377,12 +384,9 @@ class BlockSweep:
         for s in strategies:
             check_strategy(s)
         for name in blocks:
-            get_block(self.model, name)
+            block = get_block(self.model, name)
             for k in ks[name]:
-                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
-                        1 <= k <= self.widths[name]):
-                    raise ValueError(f"k must be an integer in 1..{self.widths[name]} for block "
-                                     f"{name}, got {k!r}")
+                check_k(block, name, k)
         if any(recalibration) and self.recal_model is None:
             raise ValueError("points with BN recalibration need recal_images")
 
@@ -545,25 +549,6 @@ def win_rates(h2h: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the naive way
 
 
-class _PILTestSet(torch.utils.data.Dataset):
-    """uint8 test images served one by one as PIL images through torchvision transforms."""
-
-    def __init__(self, images: Tensor, labels: Tensor):
-        from torchvision import transforms as T
-
-        self.images = images.permute(0, 2, 3, 1).numpy()
-        self.labels = labels
-        self.transform = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
 @torch.no_grad()
 def naive_point(model: ResNet, block: str, k: int, strategy: str, bn_recalibration: bool,
                 test_images: Tensor, test_labels: Tensor, recal_images: Tensor | None = None,
@@ -585,8 +570,8 @@ def naive_point(model: ResNet, block: str, k: int, strategy: str, bn_recalibrati
                 raise ValueError("bn_recalibration=True needs recal_images")
             recalibrate_bn(pruned, recal_images, recal_batches, recal_batch_size)
         pruned.eval()
-        loader = torch.utils.data.DataLoader(_PILTestSet(test_images.cpu(), test_labels.cpu()),
-                                             batch_size=NAIVE_BATCH, shuffle=False)
+        test_set = PILDataset(test_images, test_labels, _naive_transform())
+        loader = torch.utils.data.DataLoader(test_set, batch_size=NAIVE_BATCH, shuffle=False)
         correct, outputs = 0, []
         for x, y in loader:
             z = pruned(x.to(device))

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from helpers import paths
-from helpers.bench import PILDataset, seed_pipeline_seconds_per_epoch
+from helpers.bench import seed_pipeline_seconds_per_epoch, seed_transform
+from helpers.data import PILDataset
 from helpers.profile import outputs, resolve_profile
 
 
@@ -22,7 +23,7 @@ def test_ci_outputs_never_point_into_the_repository():
 
 
 def test_seed_pipeline_dataset_and_timing(tiny_data):
-    ds = PILDataset(tiny_data.train_images, tiny_data.train_labels)
+    ds = PILDataset(tiny_data.train_images, tiny_data.train_labels, seed_transform())
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
     assert isinstance(y, int)
