@@ -3,9 +3,9 @@
 # The environment is passed through untouched: set CIFAR10_ROOT (the folder that holds
 # cifar-10-batches-py/) to use a local copy of CIFAR-10; .ci/run sets it for CI.
 #
-# Notebooks resolve repository paths (data, checkpoints/, results/, img/) through
-# helpers.paths, so the working directory they run in does not matter. `make run` still runs
-# them in notebooks/ (papermill --cwd), the same folder Jupyter would use.
+# Notebooks resolve checkpoints/, results/ and img/ through helpers.paths, so the working
+# directory does not matter for them; `make run` runs them in the repository root, so that the
+# default data folder (./data, when CIFAR10_ROOT is unset) is the repository's data/.
 
 PY ?= python3
 VENV = .venv

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         print(f"== {nb.name} (PROFILE={profile})", flush=True)
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(run_dir / nb.name), parameters={"PROFILE": profile},
-                            cwd=str(ROOT / "notebooks"), progress_bar=True)
+                            cwd=str(ROOT), progress_bar=True)
         seconds[nb.stem] = round(time.perf_counter() - t0, 1)
         shutil.copy(run_dir / nb.name, nb)
         print(f"   {seconds[nb.stem]:.1f} s", flush=True)
