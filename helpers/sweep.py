@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from helpers.clusters import cluster_table
 from helpers.data import MEAN, STD, PILDataset, normalize
 from helpers.models import BLOCK_NAMES, ResNet
-from helpers.profile import device_name
+from helpers.profile import default_device, device_name
 from helpers.pruning import (
     CLUSTER_STRATEGIES,
     STRATEGIES,
@@ -252,7 +252,7 @@ class BlockSweep:
                  recal_batch_size: int = 256, seed: int = 0,
                  device: torch.device | str | None = None, eval_batch_size: int = 2000,
                  cluster_jobs: int | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device else default_device()
         self.seed, self.eval_batch_size, self.cluster_jobs = seed, eval_batch_size, cluster_jobs
         self.cpu_model = copy.deepcopy(model).cpu().float().eval()  # blocks are pruned here
         self.model = copy.deepcopy(self.cpu_model).to(self.device)
@@ -561,7 +561,7 @@ def naive_point(model: ResNet, block: str, k: int, strategy: str, bn_recalibrati
     torchvision ``ToTensor`` + ``Normalize``, batch 100). Returns the accuracy (a fraction), and
     the logits too with ``return_logits``.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     with ieee_fp32():
         net = copy.deepcopy(model).float().to(device).eval()
         pruned = prune_block(net, block, k, strategy, seed=seed)
@@ -604,7 +604,7 @@ def benchmark(points: int = 12, device: torch.device | str | None = None,
     from helpers.data import load_cifar10
     from helpers.models import load_model, resnet20
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the lab copy's 1,000-image test set warns
         data = load_cifar10(root)

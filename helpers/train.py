@@ -244,10 +244,11 @@ def train(model: nn.Module, data: CIFAR10, cfg: TrainConfig = TrainConfig(),
                 group["lr"] = lr
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             x = normalize(random_crop_flip(x_train[idx], generator=g))
-            loss, logits = step(x.contiguous(memory_format=torch.channels_last), y_train[idx])
+            y = y_train[idx]
+            loss, logits = step(x.contiguous(memory_format=torch.channels_last), y)
             optimizer.step()
             loss_sum += loss
-            correct += (logits.argmax(1) == y_train[idx]).sum()
+            correct += (logits.argmax(1) == y).sum()
         train_loss = loss_sum.item() / steps  # one synchronisation per epoch
         seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
