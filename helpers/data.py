@@ -8,6 +8,7 @@ copies whose bytes differ from the official archive (torchvision's md5 check rej
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 import warnings
@@ -32,6 +33,7 @@ OFFICIAL_TEST_IMAGES = 10_000
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 PADDING = 4  # the random-crop augmentation pads by 4 pixels, as in He et al. 2016
+VAL_IMAGES = 5_000  # the last 5,000 training images: every choice is made on them
 
 
 class CIFAR10(NamedTuple):
@@ -127,6 +129,49 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) 
             f"(the official one has {OFFICIAL_TEST_IMAGES:,}): test accuracies are measured "
             f"on {len(test_images):,} images.", stacklevel=2)
     return CIFAR10(train_images, train_labels, test_images, test_labels, list(meta["label_names"]))
+
+
+class Splits(NamedTuple):
+    """Train / validation / test, images uint8 (N, 3, 32, 32), labels int64 (N,).
+
+    The validation images are the last :data:`VAL_IMAGES` of the official training set; every
+    choice (a hyper-parameter, a strategy, a pruning plan) is made on them, and the test
+    images only measure models that were already chosen.
+    """
+
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    classes: list[str]
+
+
+def split_validation(data: CIFAR10, val_images: int = VAL_IMAGES) -> Splits:
+    """Hold out the last ``val_images`` training images as the validation split."""
+    n = len(data.train_labels)
+    if not 0 < val_images < n:
+        raise ValueError(f"val_images must be between 1 and {n - 1} (the training set has "
+                         f"{n:,} images), got {val_images}")
+    cut = n - val_images
+    return Splits(data.train_images[:cut], data.train_labels[:cut], data.train_images[cut:],
+                  data.train_labels[cut:], data.test_images, data.test_labels, data.classes)
+
+
+def load_splits(root: str | os.PathLike | None = None, download: bool = False,
+                val_images: int = VAL_IMAGES) -> Splits:
+    """:func:`load_cifar10`, then :func:`split_validation`: train 45,000 / val 5,000 / test."""
+    return split_validation(load_cifar10(root, download), val_images)
+
+
+def fingerprint(images: Tensor, labels: Tensor) -> str:
+    """A short hash of images and labels: tells whether two runs saw the same data."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str(tuple(images.shape)).encode())
+    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    h.update(labels.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @functools.cache

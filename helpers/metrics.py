@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,6 +14,35 @@ from torch.utils.flop_counter import FlopCounterMode
 from helpers.data import normalize
 
 INPUT_SHAPE = (1, 3, 32, 32)
+
+
+@contextmanager
+def ieee_fp32():
+    """Run CUDA convolutions and matmuls in full IEEE fp32 inside the block (no TF32).
+
+    PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default (10 mantissa
+    bits); the sweep and the naive reference both run inside this context so that they compute
+    the same thing. Uses one API throughout (mixing the legacy ``allow_tf32`` flags with the
+    newer ``fp32_precision`` settings is an error in recent PyTorch); restores on exit.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
+        knobs = [cudnn.conv, cudnn.rnn, matmul]
+        saved = [k.fp32_precision for k in knobs]
+        for k in knobs:
+            k.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for k, value in zip(knobs, saved, strict=True):
+                k.fp32_precision = value
+    else:
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32, matmul.allow_tf32 = False, False
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def count_params(model: nn.Module) -> int:
@@ -82,16 +112,23 @@ class Accuracy:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 1000,
-            device: torch.device | str | None = None) -> Tensor:
-    """Logits (float32, on the CPU) for uint8 images, in eval mode, batched."""
+            device: torch.device | str | None = None, bf16: bool = False) -> Tensor:
+    """Logits (float32, on the CPU) for uint8 images, in eval mode, batched.
+
+    In fp32 unless ``bf16``: on CUDA, TF32 convolutions and matmuls are switched off for the
+    call (and restored), so that "fp32" means fp32 on every device.
+    """
     device = torch.device(device) if device else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(images), batch_size):
-        x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    model.train(was_training)
+    try:
+        with ieee_fp32(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            for i in range(0, len(images), batch_size):
+                x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+                out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out)
 
 

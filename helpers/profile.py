@@ -1,13 +1,13 @@
-"""Run profiles of the notebooks: "full" on a GPU, a quick "ci" one on a CPU.
+"""Run profiles of the notebooks, and the one table of their sizes.
 
 - ``"full"``: the real thing (200 training epochs, complete sweeps); meant for a CUDA GPU.
-- ``"ci"``: the same code on small sizes, on a CPU, to test the notebooks. It writes everything
-  to a fresh temporary folder, so that it never overwrites the committed checkpoint, results or
-  figures.
-- ``"standin"``: notebook 02 only: a short CPU training whose checkpoint and results are
-  written to the repository as a clearly marked stand-in (``device: "cpu"``) until a GPU run
-  replaces them. Only notebook 02 knows this profile.
-- ``"auto"``: ``"full"`` when CUDA is available, else ``"ci"``.
+- ``"cpu"``: what reproduces the committed outputs on a 2-core CPU in reasonable time:
+  notebook 02 trains ResNet20 on the 45,000 training images for as many epochs as fit about
+  45 minutes (bf16 where the CPU has bf16 units); 03-05 analyse the committed checkpoint on
+  CPU-sized grids. It writes to the repository, like ``"full"``.
+- ``"ci"``: the same code on tiny sizes, to test the notebooks. It writes everything to a fresh
+  temporary folder, so that it never overwrites the committed checkpoint, results or figures.
+- ``"auto"``: ``"full"`` when CUDA is available, else ``"cpu"``.
 """
 
 from __future__ import annotations
@@ -21,19 +21,75 @@ import torch
 
 from helpers import paths
 
-PROFILES = ("auto", "full", "ci", "standin")
+PROFILES = ("auto", "full", "cpu", "ci")
+WRITES_REPOSITORY = ("full", "cpu")  # the others write to a temporary folder
 
 
-def resolve_profile(profile: str = "auto", allowed: tuple[str, ...] = PROFILES[:3]) -> str:
-    """``"auto"`` becomes ``"full"`` when CUDA is available, else ``"ci"``.
+@dataclass(frozen=True)
+class TrainSizes:
+    """Notebook 02: the training run (``train_images`` None: all 45,000 of the training split)."""
 
-    ``allowed`` lists the profiles the calling notebook knows (``"standin"`` only notebook 02).
-    """
-    if profile not in allowed:
-        raise ValueError(f"PROFILE must be one of {allowed}, got {profile!r}")
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_epochs: float
+    train_images: int | None
+    seed_pipeline_steps: int  # batches of the original pipeline timed for the speed comparison
+
+
+@dataclass(frozen=True)
+class ClusterSizes:
+    """Notebook 03: filter clustering on the committed checkpoint."""
+
+
+@dataclass(frozen=True)
+class SweepSizes:
+    """Notebook 04: the per-block pruning sweep on the validation images."""
+
+
+@dataclass(frozen=True)
+class NetworkSizes:
+    """Notebook 05: whole-network pruning, fine-tuning and latency."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size of one profile, notebook by notebook (the one source of truth)."""
+
+    train: TrainSizes
+    clusters: ClusterSizes = ClusterSizes()
+    sweep: SweepSizes = SweepSizes()
+    network: NetworkSizes = NetworkSizes()
+
+
+SIZES: dict[str, Sizes] = {
+    "full": Sizes(
+        train=TrainSizes(epochs=200, batch_size=512, lr=0.4, warmup_epochs=5, train_images=None,
+                         seed_pipeline_steps=100),
+    ),
+    "cpu": Sizes(
+        train=TrainSizes(epochs=35, batch_size=256, lr=0.2, warmup_epochs=2, train_images=None,
+                         seed_pipeline_steps=10),
+    ),
+    "ci": Sizes(
+        train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
+                         seed_pipeline_steps=5),
+    ),
+}
+
+
+def resolve_profile(profile: str = "auto") -> str:
+    """``"auto"`` becomes ``"full"`` when CUDA is available, else ``"cpu"``."""
+    if profile not in PROFILES:
+        raise ValueError(f"PROFILE must be one of {PROFILES}, got {profile!r}")
     if profile == "auto":
-        return "full" if torch.cuda.is_available() else "ci"
+        return "full" if torch.cuda.is_available() else "cpu"
     return profile
+
+
+def sizes(profile: str) -> Sizes:
+    """The sizes of ``profile`` (``"auto"`` resolved first)."""
+    return SIZES[resolve_profile(profile)]
 
 
 def default_device() -> torch.device:
@@ -66,8 +122,8 @@ def _scratch() -> Path:
 
 
 def outputs(profile: str) -> Outputs:
-    """The repository's folders for the full profile, a temporary folder for the others."""
-    if resolve_profile(profile, allowed=PROFILES) in ("full", "standin"):
+    """The repository's folders for the full and cpu profiles, a temporary folder for ci."""
+    if resolve_profile(profile) in WRITES_REPOSITORY:
         out = Outputs(paths.CHECKPOINTS, paths.RESULTS, paths.IMG)
     else:
         base = _scratch()

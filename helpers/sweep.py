@@ -41,7 +41,6 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +53,7 @@ from tqdm.auto import tqdm
 
 from helpers.clusters import cluster_table
 from helpers.data import MEAN, STD, PILDataset, normalize
+from helpers.metrics import ieee_fp32
 from helpers.models import BLOCK_NAMES, ResNet
 from helpers.profile import default_device, device_name
 from helpers.pruning import (
@@ -83,35 +83,6 @@ CHANNELS_LAST = torch.channels_last
 
 
 # --------------------------------------------------------------------------- settings
-
-
-@contextmanager
-def ieee_fp32():
-    """Run CUDA convolutions and matmuls in full IEEE fp32 inside the block (no TF32).
-
-    PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default (10 mantissa
-    bits); the sweep and the naive reference both run inside this context so that they compute
-    the same thing. Uses one API throughout (mixing the legacy ``allow_tf32`` flags with the
-    newer ``fp32_precision`` settings is an error in recent PyTorch); restores on exit.
-    """
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
-        knobs = [cudnn.conv, cudnn.rnn, matmul]
-        saved = [k.fp32_precision for k in knobs]
-        for k in knobs:
-            k.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for k, value in zip(knobs, saved, strict=True):
-                k.fp32_precision = value
-    else:
-        saved = cudnn.allow_tf32, matmul.allow_tf32
-        cudnn.allow_tf32, matmul.allow_tf32 = False, False
-        try:
-            yield
-        finally:
-            cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 # --------------------------------------------------------------------------- which points
