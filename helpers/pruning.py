@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from helpers.data import normalize
 from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, resnet20
+from helpers.refit import RIDGE, augmented, refit_block
 
 STRATEGIES = ("centroid", "first", "nearest", "merge", "l1", "random")
 CLUSTER_STRATEGIES = ("centroid", "first", "nearest", "merge")
@@ -120,20 +121,34 @@ def _members(clustering: Clustering, c: int) -> np.ndarray:
     return members if len(members) else clustering.nearest[c:c + 1]
 
 
+def _like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` with the dtype and memory format of ``old``'s weight."""
+    fmt = (torch.channels_last if old.weight.ndim == 4 and not old.weight.is_contiguous()
+           and old.weight.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    new = new.to(old.weight.dtype)
+    return new.to(memory_format=fmt) if old.weight.ndim == 4 else new
+
+
 @torch.no_grad()
 def _shrink(block: BasicBlock, keep: Tensor) -> None:
-    """Keep only channels ``keep`` of conv1/bn1 and the matching conv2 input slices."""
+    """Keep only channels ``keep`` of conv1/bn1 and the matching conv2 input slices.
+
+    The new layers are built on the block's device with the dtype and memory format of the
+    ones they replace.
+    """
     k = len(keep)
     conv1, bn1, conv2 = block.conv1, block.bn1, block.conv2
     dev = conv1.weight.device  # built on the block's device: no host round trip
     keep = keep.to(dev)
-    new1 = nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False, device=dev)
+    new1 = _like(nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False, device=dev),
+                 conv1)
     new1.weight.copy_(conv1.weight[keep])
-    newbn = nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum, device=dev)
+    newbn = _like(nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum, device=dev), bn1)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(newbn, name).copy_(getattr(bn1, name)[keep])
     newbn.num_batches_tracked.copy_(bn1.num_batches_tracked)
-    new2 = nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False, device=dev)
+    new2 = _like(nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False, device=dev), conv2)
     new2.weight.copy_(conv2.weight[:, keep])
     for new in (new1, newbn, new2):
         new.train(block.training)
@@ -238,14 +253,23 @@ def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0
 
 @torch.no_grad()
 def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
-                clustering: Clustering | None = None) -> ResNet:
+                clustering: Clustering | None = None, refit_images: Tensor | None = None,
+                ridge: float = RIDGE) -> ResNet:
     """A copy of ``model`` whose ``block`` keeps ``k`` conv1 filters (``model`` is untouched).
 
     Args:
         clustering: a precomputed :func:`cluster_filters` result to reuse (it must be of the
             folded filters for ``"merge"``, of the raw ones for the other clustering strategies).
+        refit_images: uint8 training images (about 1,000): when given, conv2 of the pruned
+            block is re-fit by least squares to reproduce the unpruned block's conv2 output on
+            them, with the training augmentation (seeded ``seed``); see
+            :func:`helpers.refit.refit_block`. BN statistics are not recalibrated here: call
+            :func:`recalibrate_bn` after.
+        ridge: the refit's ridge (relative to the mean diagonal of its normal equations).
     """
     new = pruned_block(model, block, k, strategy, seed, clustering)
+    if refit_images is not None:
+        refit_block(model, block, new, refit_images, ridge=ridge, seed=seed)
     pruned = copy.deepcopy(model)
     pruned.meta = {}
     stage, index = block.split(".")
@@ -267,42 +291,50 @@ def bn_layers(module: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: Tensor, batches: int = 10,
-                   batch_size: int = 256) -> nn.Module:
-    """Re-estimate every BN layer's running statistics on training images, in place.
-
-    The statistics are reset and replaced by the exact average over ``batches`` batches of
-    ``images`` (uint8, un-augmented, in the given order) passed in train mode without
-    gradients. Returns ``model`` (in eval mode).
-    """
+def calibration_images(images: Tensor, batches: int = 10, batch_size: int = 256,
+                       augment: bool = True, seed: int = 0) -> Tensor:
+    """The uint8 images :func:`recalibrate_bn` feeds: the first ``batches x batch_size`` of
+    ``images``, with the training augmentation (seeded, drawn on the CPU) unless ``augment`` is
+    False."""
     n = min(len(images), batches * batch_size)
     if n == 0:
         raise ValueError("recalibrate_bn needs at least one image")
+    return augmented(images, n, seed) if augment else images[:n]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: Tensor, batches: int = 10, batch_size: int = 256,
+                   *, augment: bool = True, seed: int = 0, bf16: bool = False) -> nn.Module:
+    """Re-estimate every BN layer's running statistics on training images, in place.
+
+    The statistics are reset and replaced by the exact average over ``batches`` batches of
+    ``batch_size`` of ``images`` (uint8, in the given order), passed without gradients with
+    only the BN layers in train mode. The network's BN statistics were learned on AUGMENTED
+    images (random crop from a 4-pixel zero padding, random flip), so by default the same
+    augmentation is applied here (:func:`calibration_images`, generator seeded ``seed``):
+    un-augmented images have other statistics (less zero border, no flips), and
+    recalibrating on them costs a trained network accuracy. ``bf16`` runs the passes under
+    bfloat16 autocast (on the model's device). The momenta and every module's train/eval mode
+    are restored, whatever happens. Returns ``model``.
+    """
+    x = calibration_images(images, batches, batch_size, augment, seed)
     device = next(model.parameters()).device
     layers = bn_layers(model)
     momenta = [bn.momentum for bn in layers]
-    for bn in layers:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average = exact mean over the batches
-    model.train()
-    for i in range(0, n, batch_size):
-        x = normalize(images[i:min(i + batch_size, n)].to(device))
-        model(x.contiguous(memory_format=torch.channels_last))
-    for bn, m in zip(layers, momenta, strict=True):
-        bn.momentum = m
-    return model.eval()
-
-
-
-def __getattr__(name: str):
-    """``helpers.pruning.prune_network`` is :func:`helpers.network.prune_network`.
-
-    Imported lazily (PEP 562): helpers.network imports this module, so a plain import here
-    would be circular whichever of the two is imported first.
-    """
-    if name == "prune_network":
-        from helpers.network import prune_network
-
-        return prune_network
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        for bn in layers:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average = exact mean over the batches
+            bn.train()
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            for i in range(0, len(x), batch_size):
+                batch = normalize(x[i:i + batch_size].to(device))
+                model(batch.contiguous(memory_format=torch.channels_last))
+    finally:
+        for bn, m in zip(layers, momenta, strict=True):
+            bn.momentum = m
+        for m, training in modes:
+            m.training = training
+    return model

@@ -230,3 +230,18 @@ def augmented(images: Tensor, n: int | None = None, seed: int = 0) -> Tensor:
     same images on every device."""
     images = images[:n] if n is not None else images
     return random_crop_flip(images.cpu(), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def refit_block(model: nn.Module, block: str, pruned: BasicBlock, images: Tensor,
+                ridge: float = RIDGE, seed: int = 0, augment: bool = True) -> RefitReport:
+    """Re-fit ``pruned`` (a pruned copy of ``model``'s ``block``) to reproduce the block's conv2
+    output on uint8 ``images`` (augmented, seeded ``seed``, unless ``augment`` is False).
+
+    The inputs are what enters ``block`` in ``model`` (eval mode): for one block pruned alone
+    they are the same for the pruned network. For whole-network pruning, call
+    :func:`block_io` on the pruned upstream and :func:`refit_conv2` directly.
+    """
+    x = augmented(images, seed=seed) if augment else images
+    inputs, targets = block_io(model, block, x)
+    return refit_conv2(pruned.to(inputs.device), inputs, targets, ridge)

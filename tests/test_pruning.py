@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.data import normalize
+from helpers.data import normalize, random_crop_flip
 from helpers.metrics import count_macs, count_params
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, resnet20
 from helpers.pruning import (
@@ -22,6 +22,7 @@ from helpers.pruning import (
     STRATEGIES,
     as_plain_model,
     bn_scale_shift,
+    calibration_images,
     cluster_filters,
     filter_features,
     keep_indices,
@@ -30,6 +31,7 @@ from helpers.pruning import (
     pruned_block,
     recalibrate_bn,
 )
+from helpers.refit import augmented, block_io
 
 TOL = 1e-5
 
@@ -325,13 +327,18 @@ def test_reusing_a_clustering_gives_the_same_network(model):
 # --------------------------------------------------------------------------- recalibration
 
 
-def test_recalibrate_bn_equals_statistics_computed_by_hand():
+@pytest.mark.parametrize("augment", [False, True])
+def test_recalibrate_bn_equals_statistics_computed_by_hand(augment):
     m = make_model(5)
     images = torch.randint(0, 256, (11, 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(2))
     batches, batch_size = 3, 4  # 4 + 4 + 3 images (only the first 11 <= 12)
     layers = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
     momenta = [bn.momentum for bn in layers]
+    # what it feeds: the images themselves, or their augmentation drawn from a seeded generator
+    fed = (random_crop_flip(images, generator=torch.Generator().manual_seed(7)) if augment
+           else images)
+    assert torch.equal(calibration_images(images, batches, batch_size, augment, seed=7), fed)
 
     # By hand: in train mode each BN normalises with its batch's statistics; record its inputs.
     ref = copy.deepcopy(m).train()
@@ -341,11 +348,12 @@ def test_recalibrate_bn_equals_statistics_computed_by_hand():
              for i, bn in enumerate(ref_layers)]
     with torch.no_grad():
         for s in range(0, 11, batch_size):
-            ref(normalize(images[s:s + batch_size]))
+            ref(normalize(fed[s:s + batch_size]))
     for h in hooks:
         h.remove()
 
-    out = recalibrate_bn(m, images, batches=batches, batch_size=batch_size)
+    out = recalibrate_bn(m, images, batches=batches, batch_size=batch_size, augment=augment,
+                         seed=7)
     assert out is m and not m.training
     for i, bn in enumerate(layers):
         means = torch.stack([z.mean((0, 2, 3)) for z in seen[i]])
@@ -356,6 +364,72 @@ def test_recalibrate_bn_equals_statistics_computed_by_hand():
         assert bn.momentum == momenta[i]  # restored
 
 
+def test_recalibrate_bn_trains_only_bn_and_restores_modes_and_momenta():
+    m = make_model(6)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    m.train()
+    m.fc.eval()  # a mixed state must come back as it was
+    modes = {name: mod.training for name, mod in m.named_modules()}
+    during = {}
+
+    def record(mod, _inp, name):
+        during.setdefault(name, mod.training)
+
+    hooks = [mod.register_forward_pre_hook(lambda mod, inp, name=name: record(mod, inp, name))
+             for name, mod in m.named_modules()]
+    recalibrate_bn(m, images, batches=1, batch_size=8)
+    for h in hooks:
+        h.remove()
+    assert {name: mod.training for name, mod in m.named_modules()} == modes
+    for name, mod in m.named_modules():
+        if name in during:
+            assert during[name] == isinstance(mod, nn.BatchNorm2d), name
+
+    def fail(*_):
+        raise RuntimeError("boom")
+
+    m.eval()
+    hook = m.layer2[0].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        recalibrate_bn(m, images, batches=1, batch_size=8)
+    hook.remove()
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    assert not any(mod.training for mod in m.modules())
+    assert all(bn.momentum == 0.1 for bn in bns)
+
+
 def test_recalibrate_bn_needs_images():
     with pytest.raises(ValueError, match="at least one image"):
         recalibrate_bn(make_model(), torch.zeros(0, 3, 32, 32, dtype=torch.uint8))
+
+
+# --------------------------------------------------------------------------- refit, layers
+
+
+def test_prune_block_with_refit_lowers_the_conv2_error_and_keeps_the_rest(model):
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    block, k = "layer2.1", 6
+    plain = prune_block(model, block, k, "l1")
+    refit = prune_block(model, block, k, "l1", refit_images=images)
+    x = normalize(augmented(images, seed=0))
+    inputs, target = block_io(model, block, augmented(images, seed=0))
+
+    def err(m):
+        return ((block_io(m, block, augmented(images, seed=0))[1] - target) ** 2).mean()
+
+    assert err(refit) < err(plain)
+    sp, sr = plain.state_dict(), refit.state_dict()
+    changed = [key for key in sp if not torch.equal(sp[key], sr[key])]
+    assert changed == [f"{block}.conv2.weight"]  # only conv2 of the pruned block moves
+    assert x.shape == (16, 3, 32, 32) and inputs.shape[1] == 32
+
+
+def test_shrink_keeps_dtype_and_memory_format():
+    m = make_model(7).to(memory_format=torch.channels_last)
+    b = pruned_block(m, "layer3.0", 9, "l1")
+    for conv in (b.conv1, b.conv2):
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    d = pruned_block(make_model(7).double(), "layer3.0", 9, "first")
+    assert {p.dtype for p in d.parameters()} == {torch.float64}
+    assert d.bn1.running_mean.dtype == torch.float64
