@@ -92,6 +92,52 @@ def layer_table(model: nn.Module, input_shape=INPUT_SHAPE) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+LAYER_PARTS = ("stem conv", "block conv1", "block conv2", "shortcut", "batch norm", "classifier")
+STAGES = ("stem", "stage 1", "stage 2", "stage 3", "classifier")
+
+
+def layer_part(name: str) -> str:
+    """The part of ResNet20 a layer of :func:`layer_table` belongs to (one of LAYER_PARTS)."""
+    last = name.rsplit(".", 1)[-1]
+    if ".shortcut" in name:  # option A's PadShortcut, or conv3x3's projection conv + BN
+        return "shortcut"
+    if last in ("conv1", "conv2"):
+        return f"block {last}"
+    if last.startswith("bn"):
+        return "batch norm"
+    parts = {"conv": "stem conv", "fc": "classifier"}
+    if name not in parts:
+        raise ValueError(f"{name!r} is not a layer name of ResNet20")
+    return parts[name]
+
+
+def layer_stage(name: str) -> str:
+    """The stage of a layer: 'stem', 'stage 1'..'stage 3' (layer1..layer3), 'classifier'."""
+    head = name.split(".", 1)[0]
+    if head.startswith("layer") and head[5:].isdigit():
+        return f"stage {head[5:]}"
+    return {"conv": "stem", "bn": "stem", "fc": "classifier"}.get(head) or "other"
+
+
+def layer_groups(table: pd.DataFrame, by: str = "part") -> pd.DataFrame:
+    """Parameters and MACs of a :func:`layer_table` summed per part (or per stage), with shares.
+
+    ``by="part"`` groups by :func:`layer_part`, ``by="stage"`` by :func:`layer_stage`; rows
+    come in the order of LAYER_PARTS or STAGES, and the columns are ``params``, ``MACs``,
+    ``% of params`` and ``% of MACs``.
+    """
+    key = {"part": (layer_part, LAYER_PARTS), "stage": (layer_stage, STAGES)}
+    if by not in key:
+        raise ValueError(f"by must be 'part' or 'stage', got {by!r}")
+    group, order = key[by]
+    sums = table.groupby(table.layer.map(group).rename(by))[["params", "MACs"]].sum()
+    sums = sums.reindex([g for g in order if g in sums.index] +
+                        [g for g in sums.index if g not in order])
+    sums["% of params"] = 100 * sums.params / sums.params.sum()
+    sums["% of MACs"] = 100 * sums.MACs / sums.MACs.sum()
+    return sums
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """An accuracy together with the number of images it was measured on."""

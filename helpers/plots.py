@@ -128,6 +128,23 @@ def confusion_matrix(logits: Tensor, labels: Tensor, classes: list[str], ax=None
     return ax.figure
 
 
+def layer_macs(table: pd.DataFrame, ax=None):
+    """MACs of every convolution and the classifier of a ``metrics.layer_table``, one bar per
+    layer, coloured by ``metrics.layer_part``; the legend sits outside the axes."""
+    from helpers.metrics import LAYER_PARTS, layer_part
+
+    layers = table[table.MACs > 0]
+    parts = layers.layer.map(layer_part)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 3.5))
+    sns.barplot(x=layers.layer, y=layers.MACs / 1e6, hue=parts, dodge=False, ax=ax,
+                hue_order=[p for p in LAYER_PARTS if p in set(parts)])
+    ax.set(xlabel="layer", ylabel="MACs per image (M)")
+    ax.tick_params(axis="x", rotation=90)
+    ax.legend(title="part of the network", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return ax
+
+
 # --------------------------------------------------------------------------- filters and clusters
 
 

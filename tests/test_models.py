@@ -91,3 +91,30 @@ def test_load_mismatch_names_both_shapes(tmp_path):
     both_shapes = r"layer1\.0\.conv1\.weight.*\(4, 16, 3, 3\).*\(16, 16, 3, 3\)"
     with pytest.raises(ValueError, match=both_shapes):
         load_model(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("shortcut", ["A", "conv3x3"])
+def test_layer_groups_partition_the_layer_table(shortcut):
+    from helpers.metrics import LAYER_PARTS, STAGES, layer_groups
+
+    model = resnet20(shortcut)
+    table = layer_table(model)
+    for by, order in (("part", LAYER_PARTS), ("stage", STAGES)):
+        groups = layer_groups(table, by)
+        assert list(groups.index) == list(order)  # every layer in exactly one known group
+        assert groups.params.sum() == count_params(model)
+        assert groups.MACs.sum() == count_macs(model)
+        assert groups["% of MACs"].sum() == pytest.approx(100)
+    # the two projections: 3x3 convs 16->32 and 32->64 plus their BN (weight and bias)
+    projection = 9 * 16 * 32 + 2 * 32 + 9 * 32 * 64 + 2 * 64
+    assert layer_groups(table).params["shortcut"] == (projection if shortcut == "conv3x3" else 0)
+
+
+def test_layer_part_and_groups_reject_unknown_input():
+    from helpers.metrics import layer_groups, layer_part
+
+    assert layer_part("layer2.0.shortcut.1") == "shortcut" and layer_part("bn") == "batch norm"
+    with pytest.raises(ValueError, match="not a layer name"):
+        layer_part("head")
+    with pytest.raises(ValueError, match="by must be"):
+        layer_groups(layer_table(resnet20()), by="block")
