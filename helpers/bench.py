@@ -1,6 +1,6 @@
 """Benchmarks that measure both sides of a comparison in one run, on one machine.
 
-    python -m helpers.bench train   # this trainer (eager and CUDA-graphed) vs the seed pipeline
+    python -m helpers.bench train   # fp32 vs bf16 (vs CUDA graph) training steps; seed pipeline
     python -m helpers.bench sweep   # cached block-pruning sweep vs the naive one
 
 Each prints the measured numbers and their ratios; ``--json FILE`` also writes them.
@@ -16,12 +16,13 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from helpers.data import CIFAR10, PILDataset, load_cifar10
+from helpers.data import CIFAR10, PILDataset, load_splits, normalize
 from helpers.models import resnet20
 from helpers.profile import default_device, device_name
-from helpers.train import TrainConfig, train
+from helpers.train import TrainConfig, bf16_supported, make_optimizer, make_step
 
 SEED_BATCH = 100  # the original work's DataLoader batch size
 
@@ -68,47 +69,85 @@ def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: 
     return per_batch * len(data.train_labels) / SEED_BATCH
 
 
-def trainer_seconds_per_epoch(data: CIFAR10, device: torch.device, epochs: int = 3,
-                              cuda_graph: bool = True, shortcut: str = "conv3x3") -> float:
-    """Median seconds per epoch of :func:`helpers.train.train` (first epoch excluded)."""
-    cfg = TrainConfig(epochs=epochs, cuda_graph=cuda_graph)
-    no_test = data._replace(test_images=data.test_images[:0], test_labels=data.test_labels[:0])
-    history = train(resnet20(shortcut), no_test, cfg, device=device, progress=False)
-    return float(np.median([h["seconds"] for h in history[1:]]))
+def step_seconds(images: Tensor, labels: Tensor, device: torch.device,
+                 variants: dict[str, dict], batch_size: int = 256, steps: int = 5,
+                 rounds: int = 3, warmup: int = 2, shortcut: str = "conv3x3") -> dict[str, float]:
+    """Median seconds per training step of each variant, measured side by side.
+
+    ``variants`` maps a name to :class:`TrainConfig` overrides (e.g. ``{"bf16": False}``).
+    The variants take turns, ``steps`` steps each, for ``rounds`` rounds after ``warmup``
+    steps each, so that a noisy machine slows all of them alike.
+    """
+    x = normalize(images[:batch_size].to(device)).contiguous(memory_format=torch.channels_last)
+    y = labels[:batch_size].to(device)
+    runs = {}
+    for name, overrides in variants.items():
+        cfg = TrainConfig(batch_size=batch_size, **overrides)
+        torch.manual_seed(0)
+        model = resnet20(shortcut).to(device).to(memory_format=torch.channels_last).train()
+        runs[name] = (make_step(model, cfg, device), make_optimizer(model, cfg, device))
+
+    def run(name: str, n: int) -> float:
+        step, opt = runs[name]
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step(x, y)
+            opt.step()
+        _sync(device)
+        return (time.perf_counter() - t0) / n
+
+    for name in runs:
+        run(name, warmup)
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name in runs:
+            times[name].append(run(name, steps))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bench_train(args) -> dict:
     device = torch.device(args.device) if args.device else default_device()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = load_cifar10(args.root)
+        data = load_splits(args.root)
     if args.train_images:
         data = data._replace(train_images=data.train_images[:args.train_images],
                              train_labels=data.train_labels[:args.train_images])
-    out = {"device": device_name(device),
-           "torch_version": torch.__version__, "train_images": len(data.train_labels)}
-    out["seed_pipeline_seconds_per_epoch"] = seed_pipeline_seconds_per_epoch(data, device,
-                                                                             args.seed_steps)
-    out["eager_seconds_per_epoch"] = trainer_seconds_per_epoch(data, device, args.epochs, False)
+    out = {"device": device_name(device), "torch_version": torch.__version__,
+           "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+           "bf16_supported": bf16_supported(device)}
+    variants = {"fp32": {"bf16": False, "cuda_graph": False},
+                "bf16": {"bf16": True, "cuda_graph": False}}
     if device.type == "cuda":
-        out["graphed_seconds_per_epoch"] = trainer_seconds_per_epoch(data, device, args.epochs)
-    best = min(v for k, v in out.items() if k in ("eager_seconds_per_epoch",
-                                                   "graphed_seconds_per_epoch"))
-    out["speedup_vs_seed"] = out["seed_pipeline_seconds_per_epoch"] / best
-    if "graphed_seconds_per_epoch" in out:
-        out["graph_speedup_vs_eager"] = (out["eager_seconds_per_epoch"]
-                                         / out["graphed_seconds_per_epoch"])
-    print(f"device {out['device']}, torch {out['torch_version']}, "
-          f"{out['train_images']:,} training images per epoch")
-    print(f"seed pipeline (PIL + DataLoader batch {SEED_BATCH}, fp32): "
-          f"{out['seed_pipeline_seconds_per_epoch']:.2f} s/epoch (timed over {args.seed_steps} "
-          f"batches)")
-    print(f"this trainer, eager:        {out['eager_seconds_per_epoch']:.2f} s/epoch")
-    if "graphed_seconds_per_epoch" in out:
-        print(f"this trainer, CUDA graph:   {out['graphed_seconds_per_epoch']:.2f} s/epoch "
-              f"({out['graph_speedup_vs_eager']:.2f}x eager)")
-    print(f"speed-up of the fastest trainer over the seed pipeline: "
-          f"{out['speedup_vs_seed']:.1f}x")
+        variants["bf16 + CUDA graph"] = {"bf16": True, "cuda_graph": True}
+    step = step_seconds(data.train_images, data.train_labels, device, variants,
+                        batch_size=args.batch_size, steps=args.steps, rounds=args.rounds)
+    out["step_seconds"] = step
+    out["bf16_speedup_vs_fp32"] = step["fp32"] / step["bf16"]
+    print(f"device {out['device']}, torch {out['torch_version']}, {out['threads']} threads, "
+          f"batch {args.batch_size}; bf16 units: {out['bf16_supported']}")
+    print(f"training step, median of {args.rounds} interleaved rounds of {args.steps} steps:")
+    for name, sec in step.items():
+        print(f"  {name:18s} {1000 * sec:8.1f} ms/step  ({step['fp32'] / sec:.2f}x fp32)")
+    if not out["bf16_supported"]:
+        print("  (no bf16 units: autocast emulates bf16, the trainer uses fp32 here)")
+    if args.seed_steps:
+        out["seed_pipeline_seconds_per_epoch"] = seed_pipeline_seconds_per_epoch(
+            data, device, args.seed_steps)
+        out["trainer_seconds_per_epoch"] = step_seconds_per_epoch = (
+            min(step.values()) * len(data.train_labels) / args.batch_size)
+        out["speedup_vs_seed"] = out["seed_pipeline_seconds_per_epoch"] / step_seconds_per_epoch
+        print(f"seed pipeline (PIL + DataLoader batch {SEED_BATCH}, fp32): "
+              f"{out['seed_pipeline_seconds_per_epoch']:.1f} s per {len(data.train_labels):,}"
+              f"-image epoch (timed over {args.seed_steps} batches)")
+        print(f"this trainer's fastest step: {step_seconds_per_epoch:.1f} s per epoch -> "
+              f"{out['speedup_vs_seed']:.1f}x")
     return out
 
 
@@ -127,9 +166,11 @@ def main(argv=None) -> None:
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--root", default=None, help="CIFAR-10 root (default: $CIFAR10_ROOT)")
-    parser.add_argument("--epochs", type=int, default=3, help="trainer epochs to time (train)")
-    parser.add_argument("--seed-steps", type=int, default=100,
-                        help="seed-pipeline batches to time (train)")
+    parser.add_argument("--batch-size", type=int, default=256, help="training batch (train)")
+    parser.add_argument("--steps", type=int, default=5, help="steps per round (train)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (train)")
+    parser.add_argument("--seed-steps", type=int, default=20,
+                        help="seed-pipeline batches to time, 0 to skip (train)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="use only the first N training images (quick runs)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")

@@ -147,6 +147,17 @@ class Splits(NamedTuple):
     test_labels: Tensor
     classes: list[str]
 
+    def summary(self) -> str:
+        """Sizes of the three splits, and a note when the test set is not the official one."""
+        text = (f"train {len(self.train_labels):,} / validation {len(self.val_labels):,} / test "
+                f"{len(self.test_labels):,} images of {tuple(self.train_images.shape[1:])}, "
+                f"{len(self.classes)} classes")
+        if len(self.test_labels) < OFFICIAL_TEST_IMAGES:
+            text += (f"\nnote: this copy holds {len(self.test_labels):,} of the "
+                     f"{OFFICIAL_TEST_IMAGES:,} official test images; test accuracies below are "
+                     f"measured on those")
+        return text
+
 
 def split_validation(data: CIFAR10, val_images: int = VAL_IMAGES) -> Splits:
     """Hold out the last ``val_images`` training images as the validation split."""
@@ -160,9 +171,15 @@ def split_validation(data: CIFAR10, val_images: int = VAL_IMAGES) -> Splits:
 
 
 def load_splits(root: str | os.PathLike | None = None, download: bool = False,
-                val_images: int = VAL_IMAGES) -> Splits:
-    """:func:`load_cifar10`, then :func:`split_validation`: train 45,000 / val 5,000 / test."""
-    return split_validation(load_cifar10(root, download), val_images)
+                val_images: int = VAL_IMAGES, warn: bool = True) -> Splits:
+    """:func:`load_cifar10`, then :func:`split_validation`: train 45,000 / val 5,000 / test.
+
+    ``warn=False`` silences the incomplete-test-set warning (:meth:`Splits.summary` says it).
+    """
+    with warnings.catch_warnings():
+        if not warn:
+            warnings.filterwarnings("ignore", message="the CIFAR-10 test set")
+        return split_validation(load_cifar10(root, download), val_images)
 
 
 def fingerprint(images: Tensor, labels: Tensor) -> str:

@@ -173,8 +173,23 @@ def save_model(model: ResNet, path: str | os.PathLike, **meta) -> None:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ResNet:
-    """Rebuild a model saved by :func:`save_model`; its metadata is in ``model.meta``."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """Rebuild a model saved by :func:`save_model`; its metadata is in ``model.meta``.
+
+    Only tensors and plain values are unpickled (``weights_only=True``): a corrupt file, or one
+    that is not a checkpoint of :func:`save_model`, raises a ``ValueError`` naming the file.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch's message advises weights_only=False: unsafe, never do it
+        raise ValueError(f"{path} is not a readable model checkpoint (corrupt, truncated, or "
+                         f"not written by save_model): {type(e).__name__}") from None
+    keys = ("state_dict", "shortcut", "widths", "num_classes")
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in keys):
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a checkpoint of save_model: it needs the keys {keys}, "
+                         f"found {found}")
     model = resnet20(ckpt["shortcut"], ckpt["widths"], ckpt["num_classes"])
     load_state_dict_checked(model, ckpt["state_dict"])
     model.meta = dict(ckpt.get("meta", {}))

@@ -49,3 +49,11 @@ def lab_root():
     if not root:
         pytest.skip("CIFAR10_ROOT is not set: the real-data checks need it")
     return Path(root)
+
+
+@pytest.fixture
+def tiny_splits(tiny_data):
+    """The tiny dataset split like the real one: the last 10 training images are validation."""
+    from helpers.data import split_validation
+
+    return split_validation(tiny_data, val_images=10)

@@ -93,6 +93,26 @@ def test_load_mismatch_names_both_shapes(tmp_path):
         load_model(tmp_path / "bad.pt")
 
 
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
+def test_load_corrupt_file_names_it_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="corrupt.pt is not a readable model checkpoint") as e:
+        load_model(path)
+    assert "weights_only=False" not in str(e.value)
+
+
+def test_load_foreign_checkpoint_names_missing_keys(tmp_path):
+    torch.save({"model": resnet20().state_dict()}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="foreign.pt is not a checkpoint of save_model"):
+        load_model(tmp_path / "foreign.pt")
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_model(tmp_path / "nope.pt")
+
+
 @pytest.mark.parametrize("shortcut", ["A", "conv3x3"])
 def test_layer_groups_partition_the_layer_table(shortcut):
     from helpers.metrics import LAYER_PARTS, STAGES, layer_groups

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers.models import resnet20
-from helpers.train import TrainConfig, lr_at, make_optimizer, train
+from helpers.train import EagerStep, TrainConfig, bf16_supported, lr_at, make_optimizer, train
 
 CFG = TrainConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, checkpoint_every=1)
 
@@ -36,19 +36,20 @@ def test_weight_decay_only_on_conv_and_linear_weights():
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
 
 
-def test_history_and_determinism(tiny_data):
-    m1, h1 = run(tiny_data)
-    m2, h2 = run(tiny_data)
+def test_history_and_determinism(tiny_splits):
+    m1, h1 = run(tiny_splits)
+    m2, h2 = run(tiny_splits)
     assert [r["epoch"] for r in h1] == [1, 2]
-    keys = {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_images", "lr",
+    keys = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_images", "lr",
             "seconds"}
-    assert keys <= set(h1[0]) and h1[0]["test_images"] == 10
+    assert keys <= set(h1[0]) and h1[0]["val_images"] == 10
+    assert not any(k.startswith("test") for k in h1[0])  # training never looks at the test set
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path):
-    reference, ref_history = run(tiny_data)
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_splits, tmp_path):
+    reference, ref_history = run(tiny_splits)
 
     def interrupt(record):
         if record["epoch"] == 1:
@@ -56,8 +57,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path)
 
     ckpt = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_data, checkpoint=ckpt, callback=interrupt)
-    resumed, history = run(tiny_data, checkpoint=ckpt)  # a fresh process would start like this
+        run(tiny_splits, checkpoint=ckpt, callback=interrupt)
+    resumed, history = run(tiny_splits, checkpoint=ckpt)  # a fresh process would start like this
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     def without_time(h):
@@ -66,34 +67,69 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path)
     assert without_time(history) == without_time(ref_history)
 
 
-def test_resume_refuses_another_config(tiny_data, tmp_path):
-    run(tiny_data, checkpoint=tmp_path / "run.pt")
+def test_resume_refuses_another_config(tiny_splits, tmp_path):
+    run(tiny_splits, checkpoint=tmp_path / "run.pt")
     with pytest.raises(ValueError, match="another config"):
-        run(tiny_data, TrainConfig(**{**CFG.__dict__, "lr": 0.1}), checkpoint=tmp_path / "run.pt")
+        run(tiny_splits, TrainConfig(**{**CFG.__dict__, "lr": 0.1}), checkpoint=tmp_path / "run.pt")
 
 
-def test_resume_refuses_other_training_data(tiny_data, tmp_path):
-    run(tiny_data, checkpoint=tmp_path / "run.pt")
-    fewer = tiny_data._replace(train_images=tiny_data.train_images[:64],
-                               train_labels=tiny_data.train_labels[:64])
+def test_resume_refuses_other_training_data(tiny_splits, tmp_path):
+    run(tiny_splits, checkpoint=tmp_path / "run.pt")
+    fewer = tiny_splits._replace(train_images=tiny_splits.train_images[:64],
+                               train_labels=tiny_splits.train_labels[:64])
     with pytest.raises(ValueError, match="train_images"):
         run(fewer, checkpoint=tmp_path / "run.pt")
 
 
-def test_nan_loss_stops_with_clear_error(tiny_data):
+def test_resume_refuses_same_size_but_other_labels(tiny_splits, tmp_path):
+    run(tiny_splits, checkpoint=tmp_path / "run.pt")
+    relabelled = tiny_splits._replace(train_labels=(tiny_splits.train_labels + 1) % 10)
+    with pytest.raises(ValueError, match="'data'"):
+        run(relabelled, checkpoint=tmp_path / "run.pt")
+
+
+def test_resume_refuses_a_run_with_a_teacher(tiny_splits, tmp_path):
+    run(tiny_splits, checkpoint=tmp_path / "run.pt")
+    with pytest.raises(ValueError, match="'teacher'"):
+        run(tiny_splits, checkpoint=tmp_path / "run.pt", teacher=fresh(1))
+
+
+def test_bf16_follows_the_config_and_the_device():
+    model, cpu = fresh(), torch.device("cpu")
+    assert not EagerStep(model, TrainConfig(bf16=False), cpu).bf16
+    assert EagerStep(model, TrainConfig(bf16=True), cpu).bf16 == bf16_supported(cpu)
+    assert isinstance(bf16_supported(cpu), bool)
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bf16 units")
+def test_bf16_training_on_the_cpu_learns_and_stays_finite(tiny_splits):
+    """The bf16 step computes the same loss as fp32 up to bf16 rounding, and trains."""
+    x = tiny_splits.train_images[:32].float() / 255
+    y = tiny_splits.train_labels[:32]
+    losses = {}
+    for bf16 in (False, True):
+        model = fresh()
+        loss, _ = EagerStep(model, TrainConfig(bf16=bf16), torch.device("cpu"))(x, y)
+        losses[bf16] = loss.item()
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
+    _, history = run(tiny_splits)
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_nan_loss_stops_with_clear_error(tiny_splits):
     model = fresh()
     with torch.no_grad():
         model.fc.bias.fill_(math.nan)
     with pytest.raises(FloatingPointError, match="diverged"):
-        train(model, tiny_data, CFG, device="cpu", progress=False)
+        train(model, tiny_splits, CFG, device="cpu", progress=False)
 
 
-def test_batch_larger_than_dataset(tiny_data):
-    with pytest.raises(ValueError, match="larger than the 100 training images"):
-        run(tiny_data, TrainConfig(batch_size=128))
+def test_batch_larger_than_dataset(tiny_splits):
+    with pytest.raises(ValueError, match="larger than the 90 training images"):
+        run(tiny_splits, TrainConfig(batch_size=128))
 
 
-def test_distillation_pulls_the_student_towards_the_teacher(tiny_data):
+def test_distillation_pulls_the_student_towards_the_teacher(tiny_splits):
     """With only the distillation loss, the student's predictions move towards the teacher's."""
     from helpers.metrics import predict
 
@@ -101,12 +137,12 @@ def test_distillation_pulls_the_student_towards_the_teacher(tiny_data):
     cfg = TrainConfig(**{**CFG.__dict__, "distill_weight": 1.0, "epochs": 4, "lr": 0.02})
 
     def kl_to_teacher(student):
-        t = torch.log_softmax(predict(teacher, tiny_data.train_images) / cfg.distill_temperature, 1)
-        s = torch.log_softmax(predict(student, tiny_data.train_images) / cfg.distill_temperature, 1)
+        t = torch.log_softmax(predict(teacher, tiny_splits.train_images) / cfg.distill_temperature, 1)
+        s = torch.log_softmax(predict(student, tiny_splits.train_images) / cfg.distill_temperature, 1)
         return torch.nn.functional.kl_div(s, t, reduction="batchmean", log_target=True).item()
 
     student = fresh()
     before = kl_to_teacher(student)
-    history = train(student, tiny_data, cfg, device="cpu", progress=False, teacher=teacher)
+    history = train(student, tiny_splits, cfg, device="cpu", progress=False, teacher=teacher)
     assert all(math.isfinite(r["train_loss"]) for r in history)
     assert kl_to_teacher(student) < 0.5 * before
