@@ -16,23 +16,30 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CI_DIR = build/ci
 CI_NOTEBOOKS := $(patsubst notebooks/%,$(CI_DIR)/%,$(NOTEBOOKS))
 
-# `make run` (scripts/run_series.py) executes each notebook into build/run/ and copies it over
-# notebooks/ only when it succeeded, and times the series (results/series.json on a GPU).
-# PROFILE=auto picks the full profile on a CUDA GPU and the quick one on CPU.
+# `make run` (scripts/run_series.py) executes the notebooks one at a time, in order, each into
+# build/run/ (log: build/run/series.log), and copies it over notebooks/ only when it succeeded,
+# without papermill's injected-parameters cell; it times each one (results/series.json) and
+# regenerates the provenance cells. PROFILE=auto picks `full` on a CUDA GPU, else `cpu`;
+# `make run PROFILE=cpu ONLY="03 04"` runs some notebooks only.
+PROFILE ?= auto
+ONLY ?=
 # nbval: --nbval-lax runs every cell (an exception fails the test) but compares outputs only
 # of cells marked `# NBVAL_CHECK_OUTPUT`; --nbval-current-env uses this venv's kernel.
 NBVAL_FLAGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+# Every non-zero pytest exit fails make, 5 ("no tests collected") included; --durations shows
+# where the time of `make test` goes (budget: under 20 minutes on a fresh clone, install included).
+PYTEST_FLAGS = --durations=10
 
 .PHONY: help venv run test unit-test nb-test lint bench readme sync clean
 
 help:
 	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
-	@echo "make run    - execute notebooks/[0-9][0-9]_*.ipynb in place (PROFILE=auto), then update README"
+	@echo "make run    - execute notebooks/[0-9][0-9]_*.ipynb in order (PROFILE=auto, ONLY=\"03 04\"), then README"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
 	@echo "make lint   - ruff check helpers tests scripts notebooks"
 	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"
 	@echo "make readme - regenerate the README results section from results/*.json"
-	@echo "make sync   - rewrite Colab badges and setup cells from pyproject's Repository URL"
+	@echo "make sync   - rewrite the notebooks' generated cells (badge, provenance, setup, navigation)"
 	@echo "make clean  - remove build/ and caches (keeps $(VENV))"
 
 venv: $(STAMP)
@@ -44,13 +51,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 run: venv sync
-	$(BIN)/python scripts/run_series.py --profile auto
-	$(MAKE) readme
+	$(BIN)/python scripts/run_series.py --profile $(PROFILE) $(if $(strip $(ONLY)),--only $(ONLY))
+	$(MAKE) sync readme
 
 test: unit-test nb-test
 
 unit-test: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) tests
 
 # --prepare-only injects PROFILE=ci and keeps the committed outputs, which nbval compares against.
 nb-test: venv
@@ -59,7 +66,7 @@ nb-test: venv
 	@set -e; for nb in $(NOTEBOOKS); do \
 		$(BIN)/papermill --prepare-only -p PROFILE ci $$nb $(CI_DIR)/$$(basename $$nb) --no-progress-bar; \
 	done
-	$(BIN)/python -m pytest $(NBVAL_FLAGS) $(CI_NOTEBOOKS)
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) $(NBVAL_FLAGS) $(CI_NOTEBOOKS)
 
 lint: venv
 	$(BIN)/ruff check helpers tests scripts notebooks

@@ -96,29 +96,53 @@ def table(header: list[str], rows: list[list[str]], align: list[str] | None = No
     return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
 
 
-def is_cpu(device) -> bool:
-    return str(device or "").lower().startswith("cpu")
+def run_of(r: dict) -> str:
+    """'the `cpu` profile on cpu' from a results file's profile and device."""
+    profile = f"the `{r['profile']}` profile" if r.get("profile") else "an unrecorded profile"
+    return f"{profile} on {r.get('device', DASH)}"
 
 
 # --------------------------------------------------------------------------- sections
+
+
+def interval(accuracy, images) -> str:
+    """'88.12% (95% CI 87.21–88.98%, 5,000 images)'; a dash when not recorded."""
+    if _missing(accuracy) or _missing(images) or not images:
+        return DASH
+    low, high = sync_notebooks.wilson_interval(accuracy, int(images))
+    return f"{pct(accuracy)} (95% CI {pct(low)}–{pct(high)}, {count(images)} images)"
+
+
+def checkpoint_origin(r: dict) -> str:
+    """Which run produced the committed checkpoint, from train.json's profile and device."""
+    profile, device = r.get("profile"), r.get("device", DASH)
+    if profile == "full":
+        return f"the `full` profile (the GPU run), trained on {device}"
+    if profile == "cpu":
+        return (f"the `cpu` profile, trained on {device} (the profile that reproduces the "
+                "committed outputs on a CPU; the `full` GPU profile trains longer)")
+    if profile:
+        return f"the `{profile}` profile, trained on {device}"
+    return f"a run whose profile was not recorded, trained on {device}"
 
 
 def render_train(r: dict) -> str:
     seed = r.get("seed_pipeline_seconds_per_epoch")
     per_epoch = r.get("seconds_per_epoch")
     speedup = seed / per_epoch if not _missing(seed) and per_epoch else None
-    device = r.get("device", DASH)
     row = [
-        f"{pct(r.get('test_accuracy'))} ({count(r.get('test_images'))} test images)",
+        interval(r.get("val_accuracy"), r.get("val_images")),
+        interval(r.get("test_accuracy"), r.get("test_images")),
         count(r.get("params")),
         millions(r.get("macs")),
         count(r.get("epochs")),
         count(r.get("batch_size")),
         num(r.get("seconds_per_epoch"), 2),
         ratio(speedup, 1),
-        f"{device}, torch {r.get('torch_version', DASH)}",
+        f"{r.get('device', DASH)}, torch {r.get('torch_version', DASH)}",
     ]
     header = [
+        "Validation accuracy",
         "Test accuracy",
         "Params",
         "MACs (M)",
@@ -128,24 +152,19 @@ def render_train(r: dict) -> str:
         "Speed-up vs seed pipeline",
         "Device",
     ]
-    out = [
+    return "\n".join([
         "### Training (notebook 02)",
         "",
-        table(header, [row], ["l", "r", "r", "r", "r", "r", "r", "l"]),
+        f"The committed checkpoint (`checkpoints/resnet20.pt`) comes from {checkpoint_origin(r)}.",
+        "",
+        table(header, [row], ["l", "l", "r", "r", "r", "r", "r", "r", "l"]),
         "",
         f"Trained on {count(r.get('train_images'))} images in {num(r.get('train_seconds'), 0)} s "
-        f"(seed {r.get('seed', DASH)}, shortcut option {r.get('shortcut', DASH)}). "
-        "The seed pipeline is the unoptimised training loop that notebook 02 starts from.",
-    ]
-    if is_cpu(device):
-        out += [
-            "",
-            "> **CPU stand-in checkpoint.** This checkpoint was trained on the CPU for a few "
-            "hundred steps (notebook 02's `standin` profile), so its accuracy is far below what "
-            "ResNet20 reaches. The GPU run is still owed: run `make run` on a CUDA machine to "
-            "replace the checkpoint and these numbers.",
-        ]
-    return "\n".join(out)
+        f"(seed {r.get('seed', DASH)}, shortcut option {r.get('shortcut', DASH)}); the "
+        "validation images are the last ones of the official training set, held out from "
+        "training. Intervals: 95% Wilson intervals of a proportion. The seed pipeline is the "
+        "unoptimised training loop that notebook 02 starts from.",
+    ])
 
 
 def kept_fraction(record: dict, widths: dict | None = None) -> float | None:
@@ -189,7 +208,8 @@ def render_block_pruning(r: dict) -> str:
     out = [
         "### Pruning one BasicBlock at a time (notebook 04)",
         "",
-        f"Accuracy on {count(r.get('eval_images'))} test images, averaged over {blocks} blocks "
+        f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images, "
+        f"averaged over {blocks} blocks "
         'and every fraction of conv1 filters kept in the sweep ("mean"), or over the blocks at '
         'half of the filters kept ("at 50% kept"); "BN recal." re-estimates the BatchNorm '
         "statistics after pruning.",
@@ -200,8 +220,8 @@ def render_block_pruning(r: dict) -> str:
         "",
         table(header, rows),
         "",
-        f"Sweep: {count(len(records))} points in {num(r.get('sweep_seconds'), 0)} s on "
-        f"{r.get('device', DASH)}.",
+        f"Sweep: {count(len(records))} points in {num(r.get('sweep_seconds'), 0)} s, "
+        f"{run_of(r)}.",
     ]
     return "\n".join(out)
 
@@ -254,9 +274,12 @@ def render_network_pruning(r: dict) -> str:
         [
             "### Whole-network pruning (notebook 05)",
             "",
-            f"Accuracy on {count(r.get('eval_images'))} test images (unpruned network: "
-            f"{pct(r.get('dense_accuracy'))}), measured on {r.get('device', DASH)}; CPU latency "
-            "of the pruned (physically smaller) network, speed-up relative to the unpruned one.",
+            f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images "
+            f"(unpruned network: {pct(r.get('dense_accuracy'))}), {run_of(r)}"
+            + (f"; final models also on {count(r['test_images'])} test images"
+               if r.get("test_images") else "")
+            + "; CPU latency of the pruned (physically smaller) network, speed-up relative to "
+            "the unpruned one.",
             "",
             table(header, rows, align),
         ]
@@ -264,9 +287,30 @@ def render_network_pruning(r: dict) -> str:
 
 
 def render_series(r: dict) -> str:
-    times = ", ".join(f"{name} {num(sec, 0)} s" for name, sec in r["notebook_seconds"].items())
-    return (f"### The whole series\n\nAll notebooks in the full profile ran in "
-            f"{num(r['total_seconds'], 0)} s on {r['device']} ({times}).")
+    """Run time of every notebook in each profile, as scripts/run_series.py recorded it."""
+    runs = r.get("notebooks", {})
+    if not runs:
+        return ""
+    measured = {p for by_profile in runs.values() for p in by_profile}
+    profiles = [*sync_notebooks.PROFILES_TIMED,
+                *sorted(measured - set(sync_notebooks.PROFILES_TIMED))]
+
+    def cell(run: dict | None) -> str:
+        if not run:
+            return "not yet measured"
+        threads = f", {run['threads']} threads" if run.get("threads") else ""
+        return f"{sync_notebooks.duration(run['seconds'])} ({run.get('device', DASH)}{threads})"
+
+    rows = [[f"[{stem}](notebooks/{stem}.ipynb)", *(cell(by.get(p)) for p in profiles)]
+            for stem, by in runs.items()]
+    return "\n".join([
+        "### Run time of each notebook",
+        "",
+        "Measured by `scripts/run_series.py` (`make run`), whole notebook, per profile.",
+        "",
+        table(["Notebook", *(f"`{p}` profile" for p in profiles)], rows,
+              ["l"] + ["r"] * len(profiles)),
+    ])
 
 
 RENDERERS = {
@@ -285,7 +329,8 @@ def render_results(
     for name in RESULT_FILES:
         path = Path(results_dir) / name
         if path.exists():
-            parts.append(RENDERERS[name](json.loads(path.read_text(encoding="utf-8"))))
+            part = RENDERERS[name](json.loads(path.read_text(encoding="utf-8")))
+            parts += [part] if part else []
     for rel, caption in figures:
         if (Path(img_dir) / Path(rel).name).exists():
             parts.append(f"![{caption}]({rel})")

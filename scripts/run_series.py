@@ -1,57 +1,263 @@
-"""Execute the notebook series in order with papermill, in place, and time every notebook.
+"""Execute the notebook series with papermill, one notebook at a time, in order, and time it.
 
-    python scripts/run_series.py                 # PROFILE=auto: full on a CUDA GPU, ci on a CPU
-    python scripts/run_series.py --profile full  # force the full profile
+    python scripts/run_series.py                  # PROFILE=auto: full on a CUDA GPU, else cpu
+    python scripts/run_series.py --profile cpu --only 03 04
+    python scripts/run_series.py --clean build/x.ipynb notebooks/01_resnet20.ipynb
 
-Each notebook is executed into build/run/ first and copied over notebooks/ only when it
-succeeded, so a failure never leaves a half-executed notebook behind. In the full profile the
-timings are written to results/series.json (device, seconds per notebook, total), which the
-README's results section reports.
+Each notebook is executed into build/run/ first (its cell outputs are logged to
+build/run/<notebook>.log, the series' progress to build/run/series.log). Only when it succeeded
+is it cleaned (see :func:`clean_notebook`) and copied over notebooks/, so a failure never leaves
+a half-executed notebook behind; the series stops at the first failure, because later notebooks
+use what earlier ones produce. The committed notebooks thus keep their ``parameters`` cell
+(``PROFILE = "auto"``) and hold no ``injected-parameters`` cell; the profile they ran with is
+kept in their metadata, which the generated provenance cell reports.
+
+In the cpu and full profiles (the ones that write to the repository) every notebook's run time
+is recorded in results/series.json (per notebook and profile: seconds, device, CPU threads,
+date), and scripts/sync_notebooks.py rewrites the notebook's provenance cell. Results of one
+notebook appear in the provenance of later ones: run ``make sync`` (``make run`` does) after
+running only some notebooks. The ci profile writes its
+outputs to a temporary folder, so by default its executed notebooks are not copied (--copy
+forces it).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import shutil
+import logging
+import os
+import re
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+NOTEBOOK_DIR = ROOT / "notebooks"
+RUN_DIR = ROOT / "build" / "run"
+SERIES = ROOT / "results" / "series.json"
+MAX_BYTES = 600_000
+
+# A tqdm progress bar, e.g. ' 40%|####      | 2/5 [00:01<00:02,  1.5it/s, loss=0.3]'.
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d|\|\s*\d+/\d+\s*\[|\d+(\.\d+)?\s*(it/s|s/it)\]")
 
 
-def main(argv=None) -> int:
+# --------------------------------------------------------------------------- cleaning
+
+
+def strip_progress(text: str) -> str:
+    """Remove tqdm progress bars from a stream's text; keep every other line.
+
+    A carriage return rewrites a terminal line, so each line keeps only what follows its last
+    ``\\r``; lines that still look like a progress bar are dropped.
+    """
+    lines = []
+    for line in text.split("\n"):
+        line = line.rsplit("\r", 1)[-1]
+        if not PROGRESS.search(line):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _is_widget(output) -> bool:
+    return "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+
+
+def relative_paths(text: str, root: Path = ROOT) -> str:
+    """Absolute paths of the repository (and of $CIFAR10_ROOT, the home folder) made portable."""
+    root = str(root)
+    text = re.sub(re.escape(root) + r"(?![\w.-])", ".", text.replace(root + os.sep, ""))
+    data = os.environ.get("CIFAR10_ROOT")
+    if data:
+        text = text.replace(str(Path(data).expanduser().resolve()), "$CIFAR10_ROOT")
+        text = text.replace(data.rstrip(os.sep), "$CIFAR10_ROOT")
+    home = str(Path.home())
+    if len(home) > 1:
+        text = text.replace(home + os.sep, "~" + os.sep)
+    return text
+
+
+def _clean_output(output, root: Path) -> bool:
+    """Clean one output in place; returns False when nothing of it is left."""
+    if output.output_type == "stream":
+        output.text = relative_paths(strip_progress(output.text), root)
+        return bool(output.text.strip())
+    if output.output_type == "error":
+        output.traceback = [relative_paths(line, root) for line in output.traceback]
+        output.evalue = relative_paths(output.evalue, root)
+        return True
+    if _is_widget(output):  # tqdm.auto's widget bars: their state is not saved anyway
+        return False
+    for mime, value in output.get("data", {}).items():
+        if isinstance(value, str) and mime.startswith("text/"):
+            output.data[mime] = relative_paths(value, root)
+    return True
+
+
+def _merge_streams(outputs: list) -> list:
+    """Consecutive outputs of the same stream as one (as Jupyter shows them)."""
+    merged = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if (out.output_type == "stream" and last is not None and last.output_type == "stream"
+                and last.name == out.name):
+            last.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
+def clean_notebook(nb, root: Path = ROOT):
+    """Make an executed notebook fit to commit, in place (and return it).
+
+    Removes papermill's ``injected-parameters`` cell (the ``parameters`` cell keeps its
+    defaults), tqdm progress bars and widgets from the outputs (consecutive chunks of one stream
+    merged first, so that a bar's carriage returns are seen together), absolute paths of the
+    repository, timestamps of papermill and of the kernel, and keeps in the notebook's metadata
+    only the parameters it ran with and its duration.
+    """
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in _merge_streams(cell.outputs) if _clean_output(o, root)]
+    meta = nb.metadata.get("papermill", {})
+    nb.metadata.pop("widgets", None)
+    if meta:
+        nb.metadata["papermill"] = {k: meta[k] for k in ("parameters", "duration") if k in meta}
+    return nb
+
+
+def clean_file(source: Path, dest: Path | None = None, root: Path = ROOT) -> Path:
+    """:func:`clean_notebook` on a file, written to ``dest`` (default: in place)."""
+    import nbformat
+
+    nb = clean_notebook(nbformat.read(source, as_version=4), root)
+    dest = Path(dest or source)
+    nbformat.write(nb, dest)
+    size = dest.stat().st_size
+    if size > MAX_BYTES:
+        print(f"warning: {dest} is {size / 1e3:.0f} KB, more than {MAX_BYTES / 1e3:.0f} KB",
+              file=sys.stderr)
+    return dest
+
+
+# --------------------------------------------------------------------------- timing record
+
+
+def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES) -> dict:
+    """Store one notebook's run time under ``notebooks[stem][profile]`` in results/series.json."""
+    import torch
+
+    from helpers.profile import device_name
+
+    series = json.loads(path.read_text()) if path.exists() else {}
+    runs = series.setdefault("notebooks", {}).setdefault(stem, {})
+    runs[profile] = {"seconds": round(seconds, 1), "device": device_name(),
+                     "threads": torch.get_num_threads(),
+                     "date": datetime.date.today().isoformat()}
+    series["notebooks"] = dict(sorted(series["notebooks"].items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(series, indent=1) + "\n")
+    return series
+
+
+# --------------------------------------------------------------------------- running
+
+
+def select(only: list[str] | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks, in order; ``only`` keeps those whose name starts with one of it."""
+    paths = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        unknown = [o for o in only if not any(p.name.startswith(o) for p in paths)]
+        if unknown:
+            raise SystemExit(f"--only: no notebook starts with {unknown}")
+        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+    return paths
+
+
+def _logger(path: Path) -> logging.Handler:
+    """Send papermill's log (each cell's outputs, with log_output=True) to ``path``."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("papermill")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return handler
+
+
+def run(notebook: Path, profile: str, run_dir: Path = RUN_DIR) -> tuple[Path, float]:
+    """Execute ``notebook`` with PROFILE=``profile`` into ``run_dir``; returns (file, seconds)."""
     import papermill as pm
 
-    from helpers.profile import device_name, resolve_profile
+    out = run_dir / notebook.name
+    os.environ.pop("MPLBACKEND", None)  # e.g. Agg from .ci/run: the kernel's default shows figures
+    handler = _logger(run_dir / f"{notebook.stem}.log")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook), str(out), parameters={"PROFILE": profile},
+                            cwd=str(ROOT), progress_bar=sys.stderr.isatty(), log_output=True)
+    finally:
+        logging.getLogger("papermill").removeHandler(handler)
+        handler.close()
+    return out, time.perf_counter() - t0
 
-    parser = argparse.ArgumentParser(description=__doc__,
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+    from helpers.profile import PROFILES, WRITES_REPOSITORY, resolve_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="auto", help="auto, full or ci (default auto)")
-    parser.add_argument("notebooks", nargs="*", help="default: notebooks/[0-9][0-9]_*.ipynb")
+    parser.add_argument("--profile", default="auto", choices=PROFILES,
+                        help="auto (default: full on CUDA, else cpu), full, cpu or ci")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run these notebooks, e.g. 03 04")
+    parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
+                        help="copy the executed notebooks over notebooks/ (default: not for ci)")
+    parser.add_argument("--clean", nargs="+", type=Path, metavar=("EXECUTED", "DEST"),
+                        help="only clean an executed notebook (into DEST, default in place)")
     args = parser.parse_args(argv)
+    if args.clean:
+        if len(args.clean) > 2:
+            parser.error("--clean takes EXECUTED [DEST]")
+        print(clean_file(*args.clean))
+        return 0
+
     profile = resolve_profile(args.profile)
-    notebooks = [Path(p) for p in args.notebooks] or sorted(
-        (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    run_dir = ROOT / "build" / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for nb in notebooks:
-        print(f"== {nb.name} (PROFILE={profile})", flush=True)
-        t0 = time.perf_counter()
-        pm.execute_notebook(str(nb), str(run_dir / nb.name), parameters={"PROFILE": profile},
-                            cwd=str(ROOT), progress_bar=True)
-        seconds[nb.stem] = round(time.perf_counter() - t0, 1)
-        shutil.copy(run_dir / nb.name, nb)
-        print(f"   {seconds[nb.stem]:.1f} s", flush=True)
-    total = round(sum(seconds.values()), 1)
-    print(f"series: {total:.1f} s")
-    if profile == "full" and len(notebooks) > 1:
-        out = {"device": device_name(), "profile": profile, "notebook_seconds": seconds,
-               "total_seconds": total}
-        (ROOT / "results" / "series.json").write_text(json.dumps(out, indent=2) + "\n")
+    copy = profile in WRITES_REPOSITORY if args.copy is None else args.copy
+    notebooks = select(args.only)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / "series.log", "a", encoding="utf-8") as log:
+        def say(message: str) -> None:
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+            print(message, flush=True)
+            log.write(f"{stamp} {message}\n")
+            log.flush()
+
+        say(f"series: {len(notebooks)} notebook(s), PROFILE={profile}, copy={copy}")
+        total = 0.0
+        for nb in notebooks:
+            say(f"== {nb.name}: running (cell outputs in {RUN_DIR / nb.stem}.log)")
+            try:
+                out, seconds = run(nb, profile)
+            except Exception as e:  # papermill re-raises the cell's error: stop the series
+                say(f"!! {nb.name} FAILED ({type(e).__name__}); executed notebook kept in "
+                    f"{RUN_DIR / nb.name}; notebooks/ unchanged")
+                return 1
+            total += seconds
+            say(f"   {nb.name}: {seconds:.1f} s")
+            if copy:
+                clean_file(out, nb)
+                if profile in WRITES_REPOSITORY:
+                    record_time(nb.stem, profile, seconds)
+                import sync_notebooks
+
+                # its provenance may cite what it just wrote; `make run` syncs all at the end
+                sync_notebooks.sync_all(only=[nb.name])
+        say(f"series: {total:.1f} s")
     return 0
 
 

@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,33 @@ def test_lab_copy(lab_root):
     mean = d.train_images.float().mean((0, 2, 3)) / 255
     assert torch.allclose(mean, torch.tensor(MEAN), atol=1e-3)
     assert os.path.isdir(lab_root)
+
+
+def test_download_true_fetches_into_an_empty_folder(tmp_path, monkeypatch):
+    """A fresh Colab runtime: no data anywhere, download=True fetches instead of failing."""
+    import helpers.data as data
+
+    calls = []
+
+    def fake_download(root):  # writes what the official archive extracts to
+        calls.append(root)
+        write_cifar(root, train_per_batch=4, test=10)
+
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    monkeypatch.setattr(data, "_download", fake_download)
+    root = tmp_path / "empty"
+    with pytest.raises(FileNotFoundError):
+        load_cifar10(root)  # without download=True: a clear error, nothing fetched
+    assert calls == []
+    with pytest.warns(UserWarning, match="only 10 images"):
+        d = load_cifar10(root, download=True)
+    assert calls == [root] and len(d.train_labels) == 20 and len(d.test_labels) == 10
+    with pytest.warns(UserWarning):
+        load_cifar10(root, download=True)  # present now: not fetched again
+    assert calls == [root]
+
+    monkeypatch.chdir(tmp_path)  # the default root, ./data, as in Colab
+    with pytest.warns(UserWarning):
+        s = data.load_splits(download=True, val_images=5)
+    assert calls == [root, Path("data")]
+    assert (len(s.train_labels), len(s.val_labels), len(s.test_labels)) == (15, 5, 10)

@@ -7,11 +7,16 @@ from helpers.data import PILDataset
 from helpers.profile import outputs, resolve_profile
 
 
-def test_resolve_profile():
-    assert resolve_profile("full") == "full" and resolve_profile("ci") == "ci"
-    assert resolve_profile("auto") == ("full" if torch.cuda.is_available() else "ci")
-    with pytest.raises(ValueError, match="PROFILE must be one of"):
-        resolve_profile("fast")
+def test_resolve_profile(monkeypatch):
+    for profile in ("full", "cpu", "ci"):
+        assert resolve_profile(profile) == profile
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_profile("auto") == "cpu"  # a fresh CPU-only runtime reproduces the outputs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_profile("auto") == "full"
+    for bad in ("fast", "standin", "CPU"):
+        with pytest.raises(ValueError, match="PROFILE must be one of"):
+            resolve_profile(bad)
 
 
 def test_ci_outputs_never_point_into_the_repository():
@@ -19,7 +24,7 @@ def test_ci_outputs_never_point_into_the_repository():
     for folder in (out.checkpoints, out.results, out.img):
         assert folder.is_dir() and paths.ROOT not in folder.parents
     assert outputs("full").checkpoint == paths.CHECKPOINT
-    assert outputs("standin").checkpoint == paths.CHECKPOINT
+    assert outputs("cpu").checkpoint == paths.CHECKPOINT
 
 
 def test_seed_pipeline_dataset_and_timing(tiny_data):

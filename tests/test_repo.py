@@ -1,8 +1,11 @@
-"""Repository checks: generated README and notebook cells up to date, notebook structure,
-pins consistent across requirements.txt / environment.yml / pyproject.toml, README tables."""
+"""Repository checks: generated README and notebook cells up to date, notebook structure and
+committed outputs (no injected parameters, no progress bars, no absolute paths, size), pins
+consistent across requirements.txt / environment.yml / pyproject.toml, README tables, and the
+scripts that generate and clean them."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -18,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import make_readme  # noqa: E402
+import run_series  # noqa: E402
 import sync_notebooks  # noqa: E402
 
 EXPECTED_NOTEBOOKS = [
@@ -78,27 +82,46 @@ def test_the_five_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED_NOTEBOOKS
 
 
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _tagged(cells, tag: str) -> list:
+    return [c for c in cells if tag in c.metadata.get("tags", [])]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_structure(path: Path):
-    nb = nbformat.read(path, as_version=4)
-    cells = nb.cells
-    assert len(cells) > 2
+    """Title + badge, provenance, setup, parameters (PROFILE = "auto"), Try it, navigation."""
+    cells = _read(path).cells
+    assert len(cells) > 4
 
     title = cells[0]
     assert title.cell_type == "markdown", "cell 0 must be the markdown title cell"
     assert title.source.startswith("# "), "cell 0 must start with a '# ' title"
     assert sync_notebooks.badge(URL, path.name) in title.source, "Colab badge missing or stale"
 
-    setup = cells[1]
-    assert setup.cell_type == "code", "cell 1 must be the setup code cell"
+    assert _tagged(cells[1:2], "provenance"), "cell 1 must be the 'provenance' cell: make sync"
+    assert cells[1].cell_type == "markdown"
+    setup = cells[2]
+    assert setup.cell_type == "code", "cell 2 must be the setup code cell"
     assert setup.source == sync_notebooks.setup_source(URL), "setup cell stale: run `make sync`"
+    assert _tagged(cells[-1:], "navigation"), "the last cell must be the 'navigation' cell"
 
-    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    params = _tagged(cells, "parameters")
     assert len(params) == 1, "exactly one cell must be tagged 'parameters'"
     assert params[0].cell_type == "code"
-    assert re.search(r"^PROFILE\s*=", params[0].source, flags=re.MULTILINE), (
-        "the 'parameters' cell must assign PROFILE"
+    assert re.search(r'^PROFILE\s*=\s*"auto"', params[0].source, flags=re.MULTILINE), (
+        'the \'parameters\' cell must assign PROFILE = "auto"'
     )
+    assert not _tagged(cells, "injected-parameters"), (
+        "papermill's injected-parameters cell is committed: clean the notebook with "
+        "`python scripts/run_series.py --clean notebooks/<name>.ipynb`"
+    )
+
+    try_it = [c for c in cells if c.cell_type == "markdown"
+              and re.search(r"^#+ .*Try it", c.source, flags=re.MULTILINE)]
+    assert try_it, "a markdown section headed 'Try it' (exercises) is missing"
 
     code = [c for c in cells if c.cell_type == "code"]
     assert any(c.outputs for c in code), "notebooks are committed with their outputs"
@@ -108,6 +131,95 @@ def test_notebook_structure(path: Path):
         if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)
     ]
     assert not errors, f"committed outputs contain errors in cells {errors}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_generated_cells_are_current(path: Path):
+    """Provenance and navigation say what the generator would write now (stale ones fail)."""
+    nb = _read(path)
+    results = sync_notebooks.load_results(ROOT / "results")
+    titles = {p.name: sync_notebooks.title_of(_read(p)) for p in NOTEBOOKS}
+    expected = sync_notebooks.provenance_source(nb, path.name, results)
+    assert _tagged(nb.cells, "provenance")[0].source == expected, "stale: run `make sync`"
+    expected = sync_notebooks.navigation_source(titles, path.name)
+    assert _tagged(nb.cells, "navigation")[0].source == expected, "stale: run `make sync`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_size(path: Path):
+    size = path.stat().st_size
+    assert size <= run_series.MAX_BYTES, (
+        f"{path.name} is {size / 1e3:.0f} KB (at most {run_series.MAX_BYTES / 1e3:.0f} KB): "
+        "smaller figures (dpi 80-100, JPEG for photos), no figure stored twice"
+    )
+
+
+def _output_texts(cell) -> list[str]:
+    texts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            texts.append(out.text)
+        elif out.output_type == "error":
+            texts += [out.evalue, *out.traceback]
+        else:
+            texts += [v for k, v in out.get("data", {}).items()
+                      if k.startswith("text/") and isinstance(v, str)]
+    return texts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_hold_no_absolute_paths_nor_progress_bars(path: Path):
+    absolute = re.compile(r"(?<![\w.~$])/(work|home|Users|root)/|" + re.escape(str(ROOT)))
+    for i, cell in enumerate(_read(path).cells):
+        for text in _output_texts(cell):
+            match = absolute.search(text)
+            assert not match, f"cell {i}: absolute path {text[match.start():][:60]!r}"
+        for out in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), (
+                f"cell {i}: a widget (progress bar) output")
+            if out.output_type == "stream":
+                assert "\r" not in out.text, f"cell {i}: progress-bar chunks ('\\r') in a stream"
+                bar = run_series.PROGRESS.search(out.text)
+                assert not bar, f"cell {i}: a progress bar in the outputs: {out.text[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_lines_are_at_most_100_characters(path: Path):
+    long = [(i, line[:40]) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > 100]
+    assert not long, f"code lines over 100 characters (cell, start): {long}"
+
+
+def test_notebooks_are_lint_clean():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "notebooks"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _loader_calls(path: Path) -> list[ast.Call]:
+    calls = []
+    for cell in _read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        calls += [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+                  and getattr(node.func, "id", getattr(node.func, "attr", None))
+                  in ("load_cifar10", "load_splits")]
+    return calls
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_data_is_loaded_with_download_true(path: Path):
+    """A fresh Colab runtime has no data: every loader call must be allowed to fetch it."""
+    calls = _loader_calls(path)
+    if path.name.startswith(("02", "04")):
+        assert calls, f"{path.name} should load CIFAR-10 (load_splits / load_cifar10)"
+    for call in calls:
+        download = [k.value for k in call.keywords if k.arg == "download"]
+        assert download and isinstance(download[0], ast.Constant) and download[0].value is True, (
+            f"{path.name}: {ast.unparse(call)} must pass download=True"
+        )
 
 
 # --------------------------------------------------------------------------- pins
@@ -181,27 +293,130 @@ def _title_only_notebook():
     return nb
 
 
-def test_sync_inserts_badge_and_setup_cell_and_is_idempotent():
+def test_sync_inserts_generated_cells_and_is_idempotent():
     nb = _title_only_notebook()
-    assert sync_notebooks.sync_notebook(nb, "https://github.com/org/repo", "09_test.ipynb")
+    url = "https://github.com/org/repo"
+    args = (url, "09_test.ipynb", "**Provenance** v1", "**Next:** x")
+    assert sync_notebooks.sync_notebook(nb, *args)
     assert nb.cells[0].source.splitlines()[:3] == [
         "# 09 · Test",
         "",
         "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         "(https://colab.research.google.com/github/org/repo/blob/main/notebooks/09_test.ipynb)",
     ]
-    assert nb.cells[1].source == sync_notebooks.setup_source("https://github.com/org/repo")
-    assert 'REPO_URL = "https://github.com/org/repo"' in nb.cells[1].source
-    assert nb.cells[2].source == "PROFILE = 'auto'"
-    assert not sync_notebooks.sync_notebook(nb, "https://github.com/org/repo", "09_test.ipynb")
+    assert nb.cells[1].source == "**Provenance** v1"
+    assert nb.cells[1].metadata["tags"] == ["provenance"]
+    assert nb.cells[2].source == sync_notebooks.setup_source(url)
+    assert 'REPO_URL = "https://github.com/org/repo"' in nb.cells[2].source
+    assert nb.cells[3].source == "PROFILE = 'auto'"
+    assert nb.cells[4].source == "**Next:** x" and nb.cells[4].metadata["tags"] == ["navigation"]
+    assert not sync_notebooks.sync_notebook(nb, *args)
     nbformat.validate(nb)
 
-    # A new URL rewrites the badge line and the setup cell in place, nothing else.
-    assert sync_notebooks.sync_notebook(nb, "https://github.com/new/name", "09_test.ipynb")
-    assert len(nb.cells) == 3
+    # New inputs rewrite the generated cells in place, nothing else.
+    assert sync_notebooks.sync_notebook(nb, "https://github.com/new/name", "09_test.ipynb",
+                                        "**Provenance** v2", "**Next:** y")
+    assert len(nb.cells) == 5
     assert "github/new/name/blob/main" in nb.cells[0].source
     assert "github/org/repo" not in nb.cells[0].source
-    assert "/content/name" in nb.cells[1].source
+    assert nb.cells[1].source == "**Provenance** v2"
+    assert "/content/name" in nb.cells[2].source
+    assert nb.cells[4].source == "**Next:** y"
+
+    # Misplaced generated cells are moved back: provenance after the title, navigation last.
+    nb.cells.append(nb.cells.pop(1))
+    nb.cells.insert(1, nb.cells.pop(-2))
+    assert sync_notebooks.sync_notebook(nb, "https://github.com/new/name", "09_test.ipynb",
+                                        "**Provenance** v2", "**Next:** y")
+    assert [c.metadata.get("tags") for c in nb.cells] == [
+        None, ["provenance"], None, None, ["navigation"]]
+    assert nb.cells[3].source == "PROFILE = 'auto'"
+
+
+def test_two_provenance_cells_are_an_error():
+    nb = _title_only_notebook()
+    sync_notebooks.sync_notebook(nb, URL, "09_test.ipynb", "p", "n")
+    nb.cells.append(nbformat.v4.new_markdown_cell("p", metadata={"tags": ["provenance"]}))
+    with pytest.raises(ValueError, match="09_test.ipynb"):
+        sync_notebooks.sync_notebook(nb, URL, "09_test.ipynb", "p", "n")
+
+
+def _executed(profile: str | None):
+    nb = _title_only_notebook()
+    if profile:
+        nb.metadata["papermill"] = {"parameters": {"PROFILE": profile}}
+    return nb
+
+
+def test_provenance_when_nothing_was_produced_yet():
+    for name in ("02_x.ipynb", "04_x.ipynb", "05_x.ipynb"):
+        text = sync_notebooks.provenance_source(_executed(None), name, {})
+        assert "profile not recorded" in text
+        assert "`cpu` not yet measured; `full` not yet measured" in text
+        assert "not yet produced — run " in text
+    text = sync_notebooks.provenance_source(_executed(None), "04_x.ipynb", {})
+    assert "Checkpoint `checkpoints/resnet20.pt`: not yet produced — run notebook 02 in the cpu " \
+           "or full profile." in text
+    assert "Results `results/block_pruning.json`: not yet produced — run this notebook in the " \
+           "cpu or full profile." in text
+    text = sync_notebooks.provenance_source(_executed(None), "02_x.ipynb", {})
+    assert "not yet produced — run this notebook in the cpu or full profile" in text
+    assert "results/" not in text.split("`results/*.json`")[1]  # 02 has no results file of its own
+    text = sync_notebooks.provenance_source(_executed("cpu"), "01_x.ipynb", {})
+    assert "the `cpu` profile" in text and "computed from the architecture" in text
+    assert "Checkpoint" not in text
+
+
+def test_provenance_from_results():
+    train = {"val_accuracy": 0.5, "val_images": 100, "test_accuracy": 0.9, "test_images": 1000,
+             "epochs": 35, "device": "cpu", "profile": "cpu"}
+    block = {"eval_split": "validation", "eval_images": 5000, "device": "cpu", "profile": "cpu"}
+    network = {"eval_images": 5000, "test_images": 1000, "device": "NVIDIA H200",
+               "profile": "full"}
+    series = {"notebooks": {"04_x": {"cpu": {"seconds": 754.0, "device": "cpu", "threads": 2}}}}
+    results = {"train.json": train, "block_pruning.json": block, "network_pruning.json": network,
+               "series.json": series}
+    text = sync_notebooks.provenance_source(_executed("cpu"), "04_x.ipynb", results)
+    # 50 of 100: the textbook Wilson interval is [40.38%, 59.62%]
+    assert "validation accuracy 50.00% (95% CI 40.38–59.62%) on 100 images" in text
+    assert "trained by notebook 02 in the `cpu` profile on cpu, 35 epochs" in text
+    assert "test accuracy 90.00% (95% CI " in text and "on 1,000 images" in text
+    assert ("Results `results/block_pruning.json`: measured on 5,000 validation images, in the "
+            "`cpu` profile on cpu.") in text
+    assert "`cpu` 12.6 min on cpu, 2 threads; `full` not yet measured" in text
+    text = sync_notebooks.provenance_source(_executed("ci"), "05_x.ipynb", results)
+    assert "`ci` test profile" in text and "they show the mechanics, not results" in text
+    assert ("measured on 5,000 validation images, final models on 1,000 test images, in the "
+            "`full` profile on NVIDIA H200") in text
+    old = {"test_accuracy": 0.617, "test_images": 1000, "device": "cpu"}  # before profiles
+    text = sync_notebooks.provenance_source(_executed("cpu"), "02_x.ipynb", {"train.json": old})
+    assert "trained here in the profile not recorded on cpu" in text
+    assert "validation accuracy not recorded" in text
+
+
+def test_navigation_links_previous_and_next():
+    titles = {"01_a.ipynb": "01 · A", "02_b.ipynb": "02 · B", "03_c.ipynb": "03 · C"}
+    first = sync_notebooks.navigation_source(titles, "01_a.ipynb")
+    assert "Previous" not in first and "**Next:** [02 · B](02_b.ipynb)" in first
+    middle = sync_notebooks.navigation_source(titles, "02_b.ipynb")
+    assert "**Previous:** [01 · A](01_a.ipynb)" in middle and "[03 · C](03_c.ipynb)" in middle
+    last = sync_notebooks.navigation_source(titles, "03_c.ipynb")
+    assert "[02 · B](02_b.ipynb)" in last and "last notebook" in last
+
+
+def test_sync_all_writes_then_checks_clean(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        nbformat.write(_title_only_notebook(), nbdir / name)
+    results = _write_results(tmp_path, train=TRAIN)
+    assert len(sync_notebooks.sync_all(nbdir, results, URL, write=False)) == 2
+    assert len(sync_notebooks.sync_all(nbdir, results, URL)) == 2
+    assert sync_notebooks.sync_all(nbdir, results, URL) == []  # idempotent, also on disk
+    second = _read(nbdir / "02_b.ipynb")
+    assert "trained here" in second.cells[1].source and "(01_a.ipynb)" in second.cells[-1].source
+    (results / "train.json").write_text(json.dumps({**TRAIN, "epochs": 31}))
+    assert sync_notebooks.sync_all(nbdir, results, URL, write=False) == [nbdir / "02_b.ipynb"]
 
 
 def test_setup_cell_is_plain_python_and_does_nothing_outside_colab(tmp_path, monkeypatch):
@@ -223,8 +438,11 @@ def test_setup_cell_is_plain_python_and_does_nothing_outside_colab(tmp_path, mon
 # --------------------------------------------------------------------------- README tables
 
 TRAIN = {
+    "val_accuracy": 0.9,
+    "val_images": 5000,
     "test_accuracy": 0.931,
     "test_images": 1000,
+    "profile": "full",
     "train_images": 50000,
     "epochs": 30,
     "batch_size": 512,
@@ -297,9 +515,12 @@ def _row(markdown: str, startswith: str) -> list[str]:
 
 def test_render_train_table(tmp_path):
     md = make_readme.render_results(_write_results(tmp_path, train=TRAIN), tmp_path / "img")
-    row = _row(md, "| 93.10%")
+    row = _row(md, "| 90.00%")
+    low, high = sync_notebooks.wilson_interval(0.931, 1000)
+    assert low < 0.931 < high and 0.01 < high - low < 0.04  # about ±1.6 points on 1,000 images
     assert row == [
-        "93.10% (1,000 test images)",
+        "90.00% (95% CI 89.14%–90.80%, 5,000 images)",
+        f"93.10% (95% CI {100 * low:.2f}%–{100 * high:.2f}%, 1,000 images)",
         "272,474",
         "40.8",
         "30",
@@ -308,15 +529,20 @@ def test_render_train_table(tmp_path):
         "5.0×",
         "cuda (NVIDIA H100), torch 2.14.1",
     ]
+    assert "comes from the `full` profile (the GPU run), trained on cuda (NVIDIA H100)" in md
     assert "50,000 images" in md
-    assert "CPU stand-in" not in md
+    assert "stand" not in md.lower()
     assert "block" not in md.lower()  # missing files are skipped
 
 
-def test_cpu_checkpoint_is_flagged_as_stand_in(tmp_path):
-    results = _write_results(tmp_path, train={**TRAIN, "device": "cpu"})
+def test_readme_says_which_checkpoint_is_committed(tmp_path):
+    results = _write_results(tmp_path, train={**TRAIN, "device": "cpu", "profile": "cpu"})
     md = make_readme.render_results(results, tmp_path / "img")
-    assert "CPU stand-in checkpoint" in md and "GPU run is still owed" in md
+    assert "comes from the `cpu` profile, trained on cpu" in md
+    old = {k: v for k, v in TRAIN.items() if k not in ("profile", "val_accuracy")}
+    (results / "train.json").write_text(json.dumps(old))
+    md = make_readme.render_results(results, tmp_path / "img")
+    assert "profile was not recorded" in md and _row(md, "| —")[0] == "—"
 
 
 def test_render_block_pruning_table(tmp_path):
@@ -387,7 +613,7 @@ def test_main_check_and_update(tmp_path):
     text = readme.read_text()
     assert text.startswith("# T\n") and text.endswith("tail\n") and "\ntext\n" in text
     assert "old" not in text
-    assert "93.10% (1,000 test images)" in text
+    assert "93.10% (95% CI " in text and "1,000 images)" in text
     assert "[09_test](notebooks/09_test.ipynb) | 09 · Test |" in text
     assert sync_notebooks.badge(URL, "09_test.ipynb") in text
 
@@ -398,6 +624,90 @@ def test_missing_markers_are_an_error():
 
 
 def test_series_timing_is_rendered():
-    md = make_readme.render_series({"device": "NVIDIA H200", "total_seconds": 301.4,
-                                    "notebook_seconds": {"01_resnet20": 10.2, "02_x": 291.2}})
-    assert "301 s on NVIDIA H200" in md and "01_resnet20 10 s" in md
+    md = make_readme.render_series({"notebooks": {
+        "01_resnet20": {"cpu": {"seconds": 10.2, "device": "cpu", "threads": 2}},
+        "02_x": {"cpu": {"seconds": 2400, "device": "cpu", "threads": 2},
+                 "full": {"seconds": 291.2, "device": "NVIDIA H200", "threads": 16}}}})
+    assert _row(md, "| Notebook") == ["Notebook", "`cpu` profile", "`full` profile"]
+    assert _row(md, "| [01_resnet20]") == [
+        "[01_resnet20](notebooks/01_resnet20.ipynb)", "10 s (cpu, 2 threads)", "not yet measured"]
+    assert _row(md, "| [02_x]")[1:] == ["40.0 min (cpu, 2 threads)",
+                                        "4.9 min (NVIDIA H200, 16 threads)"]
+    assert make_readme.render_series({}) == ""
+
+
+# --------------------------------------------------------------------------- run_series
+
+
+def _executed_notebook(root: Path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": {"PROFILE": "cpu"}, "duration": 3.2,
+                                "input_path": f"{root}/notebooks/x.ipynb"}
+    nb.metadata["widgets"] = {"state": {}}
+    params = nbformat.v4.new_code_cell('PROFILE = "auto"', metadata={"tags": ["parameters"]})
+    injected = nbformat.v4.new_code_cell('# Parameters\nPROFILE = "cpu"\n',
+                                         metadata={"tags": ["injected-parameters"]})
+    work = nbformat.v4.new_code_cell("train()", metadata={"papermill": {"duration": 1.0}})
+    work.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "epochs:   0%|          | 0/5 [00:00<?, ?it/s]\r"
+            "epochs:  40%|####      | 2/5 [00:01<00:02,  1.50it/s, loss=0.3]\r")),
+        nbformat.v4.new_output("stream", name="stderr",
+                               text="epochs: 100%|##########| 5/5 [00:03<00:00,  1.52it/s]\n"),
+        nbformat.v4.new_output("stream", name="stdout", text=f"saved {root}/checkpoints/"),
+        nbformat.v4.new_output("stream", name="stdout", text="resnet20.pt\nval 88% | 5 blocks\n"),
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+            "text/plain": "HBox(children=(...))"}),
+        nbformat.v4.new_output("execute_result", execution_count=1, data={
+            "text/plain": f"PosixPath('{root}')"}),
+    ]
+    nb.cells = [params, injected, work]
+    return nb
+
+
+def test_clean_notebook_strips_what_must_not_be_committed(tmp_path):
+    root = tmp_path / "repo"
+    nb = run_series.clean_notebook(_executed_notebook(root), root)
+    assert [c.metadata.get("tags") for c in nb.cells] == [["parameters"], None]
+    assert nb.cells[0].source == 'PROFILE = "auto"'
+    outputs = nb.cells[1].outputs
+    assert [o.output_type for o in outputs] == ["stream", "execute_result"]  # bars and widget gone
+    assert outputs[0].text == "saved checkpoints/resnet20.pt\nval 88% | 5 blocks\n"
+    assert outputs[1].data["text/plain"] == "PosixPath('.')"
+    assert nb.metadata["papermill"] == {"parameters": {"PROFILE": "cpu"}, "duration": 3.2}
+    assert "widgets" not in nb.metadata and "papermill" not in nb.cells[1].metadata
+    nbformat.validate(nb)
+
+
+def test_strip_progress_keeps_ordinary_lines():
+    assert run_series.strip_progress("a\r\n50%|##   | 1/2 [00:01<00:01]\nb") == "\nb"
+    assert run_series.strip_progress("loss 0.3 | acc 88%\n") == "loss 0.3 | acc 88%\n"
+    assert run_series.strip_progress("12it [00:01, 9.80it/s]\ndone") == "done"
+
+
+def test_clean_file_and_record_time(tmp_path, monkeypatch):
+    src, dest = tmp_path / "run.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(_executed_notebook(tmp_path), src)
+    run_series.clean_file(src, dest, root=tmp_path)
+    assert not _tagged(_read(dest).cells, "injected-parameters") and _tagged(_read(src).cells,
+                                                                             "injected-parameters")
+    series = tmp_path / "series.json"
+    run_series.record_time("02_x", "cpu", 100.04, series)
+    run_series.record_time("01_x", "full", 3.0, series)
+    run_series.record_time("02_x", "cpu", 90.0, series)  # a rerun replaces the old time
+    data = json.loads(series.read_text())
+    assert list(data["notebooks"]) == ["01_x", "02_x"]
+    assert data["notebooks"]["02_x"]["cpu"]["seconds"] == 90.0
+    assert {"device", "threads", "date"} <= set(data["notebooks"]["01_x"]["full"])
+
+
+def test_select_notebooks(tmp_path):
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in run_series.select(None, tmp_path)] == [
+        "01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert [p.name for p in run_series.select(["03", "01"], tmp_path)] == ["01_a.ipynb",
+                                                                           "03_c.ipynb"]
+    with pytest.raises(SystemExit, match="07"):
+        run_series.select(["07"], tmp_path)
