@@ -154,12 +154,11 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _profile(record: dict) -> str:
-    return f"`{record['profile']}` profile" if record.get("profile") else "profile not recorded"
-
-
 def _where(record: dict) -> str:
-    return f"{_profile(record)} on {record.get('device') or 'an unrecorded device'}"
+    """'the `cpu` profile on cpu' (or 'an unrecorded profile on ...')."""
+    profile = f"the `{record['profile']}` profile" if record.get("profile") else \
+        "an unrecorded profile"
+    return f"{profile} on {record.get('device') or 'an unrecorded device'}"
 
 
 def outputs_line(nb, stem: str, series: dict | None) -> str:
@@ -194,7 +193,7 @@ def checkpoint_line(train: dict | None, role: str) -> str:
     epochs = f", {train['epochs']} epochs" if train.get("epochs") else ""
     val = accuracy_text(train.get("val_accuracy"), train.get("val_images"))
     test = accuracy_text(train.get("test_accuracy"), train.get("test_images"))
-    return (f"Checkpoint `checkpoints/resnet20.pt`, {verb} in the {_where(train)}{epochs}: "
+    return (f"Checkpoint `checkpoints/resnet20.pt`, {verb} in {_where(train)}{epochs}: "
             f"validation accuracy {val or 'not recorded'}; test accuracy {test or 'not recorded'}.")
 
 
@@ -209,7 +208,7 @@ def results_line(name: str, record: dict | None) -> str:
                 "image count not recorded")
     if record.get("test_images"):
         measured += f", final models on {int(record['test_images']):,} test images"
-    return f"Results `results/{name}`: {measured}, in the {_where(record)}."
+    return f"Results `results/{name}`: {measured}, in {_where(record)}."
 
 
 def provenance_source(nb, notebook_name: str, results: dict[str, dict]) -> str:

@@ -390,7 +390,7 @@ def test_provenance_from_results():
             "`full` profile on NVIDIA H200") in text
     old = {"test_accuracy": 0.617, "test_images": 1000, "device": "cpu"}  # before profiles
     text = sync_notebooks.provenance_source(_executed("cpu"), "02_x.ipynb", {"train.json": old})
-    assert "trained here in the profile not recorded on cpu" in text
+    assert "trained here in an unrecorded profile on cpu:" in text
     assert "validation accuracy not recorded" in text
 
 
