@@ -44,7 +44,20 @@ class ClusterSizes:
 
 @dataclass(frozen=True)
 class SweepSizes:
-    """Notebook 04: the per-block pruning sweep on the validation images."""
+    """Notebook 04: the per-block pruning sweep on the validation images.
+
+    ``kept`` None: every k of every block; else k at these fractions of each width, plus the k
+    Distiller's 40% pruning keeps. ``bf16``: forward passes under bfloat16 autocast where the
+    device has bf16 units (:func:`helpers.train.bf16_supported`), the naive check included.
+    """
+
+    eval_images: int | None = None  # validation images (None: all 5,000)
+    kept: tuple[float, ...] | None = None
+    recal_batches: int = 10  # BN recalibration on recal_batches x recal_batch_size images
+    recal_batch_size: int = 256
+    refit_images: int = 1024  # augmented training images the refit is computed on
+    bf16: bool = False
+    eval_batch_size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -66,14 +79,18 @@ SIZES: dict[str, Sizes] = {
     "full": Sizes(
         train=TrainSizes(epochs=200, batch_size=512, lr=0.4, warmup_epochs=5, train_images=None,
                          seed_pipeline_steps=100),
+        sweep=SweepSizes(kept=None, bf16=False, eval_batch_size=2000),
     ),
     "cpu": Sizes(
         train=TrainSizes(epochs=35, batch_size=256, lr=0.2, warmup_epochs=2, train_images=None,
                          seed_pipeline_steps=10),
+        sweep=SweepSizes(kept=(7 / 8, 3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
                          seed_pipeline_steps=5),
+        sweep=SweepSizes(eval_images=200, kept=(3 / 4, 1 / 4), recal_batches=1,
+                         recal_batch_size=64, refit_images=64, bf16=True, eval_batch_size=200),
     ),
 }
 

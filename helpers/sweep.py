@@ -1,41 +1,56 @@
-"""The per-block pruning sweep: test accuracy against kept filters, block by block.
+"""The per-block pruning sweep: validation accuracy against kept filters, block by block.
 
 Every point of the sweep prunes ONE BasicBlock's conv1 of the trained network to ``k`` filters
-with one strategy of :mod:`helpers.pruning`, optionally re-estimates the BN statistics
-(:func:`helpers.pruning.recalibrate_bn`, on un-augmented training images), and measures test
-accuracy, without fine-tuning. The full sweep is 9 blocks x every k x 6 strategies x with and
-without recalibration: 4,032 networks.
+with one strategy of :mod:`helpers.pruning`, then applies one **treatment**, and measures the
+accuracy on held-out images (the 5,000 validation images of :func:`helpers.data.load_splits`)
+image by image, without fine-tuning:
+
+- ``"none"``: the pruned network as it is;
+- ``"recal"``: BN statistics re-estimated (:func:`helpers.pruning.recalibrate_bn`, on augmented
+  training images);
+- ``"refit+recal"``: conv2 of the pruned block re-fit by least squares to reproduce the unpruned
+  block's conv2 output (:mod:`helpers.refit`), then recalibrated;
+- ``"refit"``: the refit alone (not in the default set).
 
 :func:`naive_point` measures one point the way the original work did: copy the whole network,
-prune it, recalibrate the whole network, and push the test set through a ``DataLoader`` with
-torchvision transforms, 100 images at a time. :class:`BlockSweep` gives exactly the same numbers
-(up to float rounding) far faster, because most of that work does not depend on the point:
+prune (and refit) it, recalibrate the whole network, and push the images through a
+``DataLoader`` with torchvision transforms, 100 at a time. :class:`BlockSweep` gives exactly the
+same numbers (up to float rounding) far faster, because most of that work does not depend on
+the point:
 
 - **The network before the block never changes.** The activations entering the block are
-  computed once per block (for the test images, in eval mode) and every point starts from them.
+  computed once per block (for the evaluation images, in eval mode) and every point starts from
+  them.
 - **Recalibration upstream does not depend on the pruning either.** In train mode a BN layer
   normalises with the statistics of the current batch, not with its running ones, so during
   recalibration the layers before the pruned block see exactly the same inputs whatever happens
   after them: their recalibrated statistics are those of the unpruned network (computed once),
   and the train-mode activations entering the block are cached once per block for the
-  recalibration batches. A point then only re-estimates the statistics of the pruned block and
-  the layers after it, from those cached batches, which is exactly what
+  (augmented) recalibration batches. A point then only re-estimates the statistics of the
+  pruned block and the layers after it, from those cached batches, which is exactly what
   :func:`~helpers.pruning.recalibrate_bn` on the whole pruned network computes there.
-- **One clustering per (block, k, folded or not)**, shared by the strategies that use it
-  (centroid/first/nearest share the raw one), computed up front, in parallel processes where
-  there are cores to spare (sklearn's k-means++ seeding is mostly Python overhead).
-- **Pruning happens on a CPU copy** of the block (no device synchronisation), the data stays on
-  the device, the evaluation runs in large batches, and correct counts are summed on the device
-  and read back once per block.
+- **One pair of normal equations per block serves every subset strategy's refit.** first,
+  nearest, l1 and random keep conv1 filters and bn1 channels unchanged, so the unfolded input
+  of the pruned conv2 is a column subset of the unpruned one: ``X^T X`` and ``X^T Y`` are
+  accumulated once per block and each refit is a small solve
+  (:meth:`helpers.refit.NormalEquations.subset`). centroid and merge change the filters and
+  accumulate their own.
+- **One clustering per (block, k, folded or not)**, shared by the strategies that use it,
+  computed up front, in parallel processes where there are cores to spare.
+- **Pruning happens on a CPU copy** of the block, the data stays on the device, the evaluation
+  runs in large batches, and per-image correctness is read back once per block.
 - **Identical networks are evaluated once**: strategies that keep original filters unchanged
-  (first, nearest, l1, random) often keep the same set at large k.
+  (first, nearest, l1, random) often keep the same set.
 
-On CUDA both run in IEEE fp32 (:func:`ieee_fp32`: no TF32, which cuDNN would otherwise use for
-convolutions), so that fast and naive agree to float rounding.
+Precision: IEEE fp32 (:func:`ieee_fp32`: no TF32 on CUDA), or, with ``bf16=True``, every forward
+pass (evaluation and recalibration, in the sweep and in :func:`naive_point` alike) under
+bfloat16 autocast, which is 2-3x faster on CPUs with bf16 units. The refit is always computed
+in float32/float64.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -61,6 +76,7 @@ from helpers.pruning import (
     STRATEGIES,
     Clustering,
     bn_layers,
+    calibration_images,
     check_k,
     check_strategy,
     get_block,
@@ -69,20 +85,42 @@ from helpers.pruning import (
     pruned_block,
     recalibrate_bn,
 )
+from helpers.refit import (
+    RIDGE,
+    NormalEquations,
+    RefitReport,
+    apply_refit,
+    augmented,
+    block_io,
+    normal_equations,
+)
+from helpers.stats import PairedResult, paired_test
 
-RECORD_KEYS = ("block", "strategy", "bn_recalibration", "kept_filters", "accuracy")
+TREATMENTS = ("none", "recal", "refit+recal")  # the default set; "refit" (alone) also exists
+ALL_TREATMENTS = ("none", "recal", "refit", "refit+recal")
+RECORD_KEYS = ("block", "strategy", "treatment", "kept_filters", "accuracy")
 SUBSET_STRATEGIES = ("first", "nearest", "l1", "random")  # keep original filters unchanged
 NAIVE_BATCH = 100  # the original work's evaluation batch size
+CHANNELS_LAST = torch.channels_last
 
 
 def _naive_transform():
     from torchvision import transforms as T
 
     return T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
-CHANNELS_LAST = torch.channels_last
 
 
-# --------------------------------------------------------------------------- settings
+def check_treatment(treatment: str) -> None:
+    if treatment not in ALL_TREATMENTS:
+        raise ValueError(f"unknown treatment {treatment!r}; valid treatments: "
+                         f"{', '.join(ALL_TREATMENTS)}")
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, bf16: bool):
+    """IEEE fp32 (no TF32), or bfloat16 autocast with ``bf16``."""
+    with ieee_fp32(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        yield
 
 
 # --------------------------------------------------------------------------- which points
@@ -156,44 +194,80 @@ def _batches(images: Tensor, batches: int, batch_size: int) -> list[tuple[int, i
 
 @dataclass
 class SweepResult:
-    """Records ``{block, strategy, bn_recalibration, kept_filters, accuracy}`` and their context.
+    """Records ``{block, strategy, treatment, kept_filters, accuracy}`` and their context.
 
-    ``accuracy`` is a fraction of ``eval_images`` test images.
+    ``accuracy`` is a fraction of ``eval_images`` images of the ``eval_split`` split;
+    ``correct[i]`` is the per-image correctness (bool, ``eval_images`` long) of ``records[i]``,
+    kept in memory for paired comparisons (not written to JSON).
     """
 
     records: list[dict]
+    correct: np.ndarray  # (len(records), eval_images) bool
     eval_images: int
+    eval_split: str
     recal_images: int
+    refit_images: int
     device: str
+    precision: str
     seconds: float
-    dense_accuracy: float  # the unpruned network
-    dense_accuracy_recalibrated: float | None  # the unpruned network after recalibration
+    dense_correct: np.ndarray  # the unpruned network, per image
+    dense_recal_correct: np.ndarray | None  # the unpruned network after recalibration
     evaluated: int = 0  # networks actually run (identical ones are run once)
     widths: dict = field(default_factory=dict)
     clusterings: dict = field(default_factory=dict, repr=False)  # (block, k, folded) -> ...
+    refits: dict = field(default_factory=dict, repr=False)  # (block, k, strategy) -> report
+
+    @property
+    def dense_accuracy(self) -> float:
+        return float(self.dense_correct.mean())
+
+    @property
+    def dense_accuracy_recalibrated(self) -> float | None:
+        if self.dense_recal_correct is None:
+            return None
+        return float(self.dense_recal_correct.mean())
 
     def frame(self) -> pd.DataFrame:
-        """The records as a DataFrame, with the block's width and the removed fraction."""
+        """The records as a DataFrame, with the block's width, the removed fraction and the
+        accuracy drop from the unpruned network (a fraction)."""
         df = pd.DataFrame(self.records, columns=list(RECORD_KEYS))
         df["width"] = df["block"].map(self.widths)
         df["removed"] = df["width"] - df["kept_filters"]
         df["removed_fraction"] = df["removed"] / df["width"]
-        recal = (np.nan if self.dense_accuracy_recalibrated is None
-                 else self.dense_accuracy_recalibrated)
-        baseline = np.where(df["bn_recalibration"], recal, self.dense_accuracy)
         df["drop"] = self.dense_accuracy - df["accuracy"]
-        df["drop_from_own_baseline"] = baseline - df["accuracy"]
         return df
 
+    def index(self, block: str, k: int, strategy: str, treatment: str) -> int:
+        """Position of a point in ``records`` (and ``correct``)."""
+        if not hasattr(self, "_index") or len(self._index) != len(self.records):
+            self._index = {(r["block"], r["kept_filters"], r["strategy"], r["treatment"]): i
+                           for i, r in enumerate(self.records)}
+        try:
+            return self._index[(block, int(k), strategy, treatment)]
+        except KeyError:
+            raise KeyError(f"the sweep has no point {(block, k, strategy, treatment)}") from None
+
+    def correct_at(self, block: str, k: int, strategy: str, treatment: str) -> np.ndarray:
+        """Per-image correctness of one point."""
+        return self.correct[self.index(block, k, strategy, treatment)]
+
+    def points(self, pruned_only: bool = True) -> list[tuple[str, int]]:
+        """The (block, k) points of the sweep, in order (k below the width only, by default)."""
+        seen = dict.fromkeys((r["block"], r["kept_filters"]) for r in self.records)
+        return [p for p in seen if not pruned_only or p[1] < self.widths[p[0]]]
+
     def to_json(self, path: str | os.PathLike, **extra) -> Path:
-        """Write ``eval_images``, ``device``, ``sweep_seconds``, ``records`` and context."""
+        """Write the records and their context (``eval_images``, ``eval_split``,
+        ``dense_accuracy``, ``device``, ``sweep_seconds``, ...); ``extra`` keys are added."""
         import json
 
-        out = {"eval_images": self.eval_images, "device": self.device,
-               "sweep_seconds": round(self.seconds, 3), "records": self.records,
-               "recal_images": self.recal_images, "dense_accuracy": self.dense_accuracy,
+        out = {"eval_images": self.eval_images, "eval_split": self.eval_split,
+               "dense_accuracy": self.dense_accuracy,
                "dense_accuracy_recalibrated": self.dense_accuracy_recalibrated,
-               "networks_evaluated": self.evaluated, "widths": self.widths, **extra}
+               "device": self.device, "precision": self.precision,
+               "sweep_seconds": round(self.seconds, 3), "recal_images": self.recal_images,
+               "refit_images": self.refit_images, "networks_evaluated": self.evaluated,
+               "widths": self.widths, **extra, "records": self.records}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1) + "\n")
@@ -208,73 +282,90 @@ class BlockSweep:
 
     Args:
         model: the trained network (never modified: the sweep works on copies).
-        test_images, test_labels: uint8 images and labels the accuracy is measured on.
+        eval_images, eval_labels: uint8 images and labels the accuracy is measured on (the
+            validation split).
         recal_images: uint8 training images for BN recalibration (the first
-            ``recal_batches x recal_batch_size``, un-augmented, in order, as
-            :func:`~helpers.pruning.recalibrate_bn` takes them); needed only for points with
-            recalibration.
-        seed: k-means++ seed (and the ``random`` strategy's).
-        eval_batch_size: test images per forward pass.
+            ``recal_batches x recal_batch_size``, augmented unless ``augment`` is False,
+            exactly as :func:`~helpers.pruning.recalibrate_bn` takes them); needed only for
+            treatments with recalibration.
+        refit_images: uint8 training images for the refit (all of them, augmented, as
+            :func:`~helpers.pruning.prune_block` takes them); needed only for refit treatments.
+        seed: k-means++ seed, the ``random`` strategy's and the augmentations'.
+        bf16: every forward pass under bfloat16 autocast (see the module's docstring).
+        eval_batch_size: images per forward pass.
         cluster_jobs: processes for the clusterings (see :func:`cluster_table`).
     """
 
-    def __init__(self, model: ResNet, test_images: Tensor, test_labels: Tensor,
-                 recal_images: Tensor | None = None, *, recal_batches: int = 10,
-                 recal_batch_size: int = 256, seed: int = 0,
-                 device: torch.device | str | None = None, eval_batch_size: int = 2000,
-                 cluster_jobs: int | None = None):
+    def __init__(self, model: ResNet, eval_images: Tensor, eval_labels: Tensor,
+                 recal_images: Tensor | None = None, refit_images: Tensor | None = None, *,
+                 recal_batches: int = 10, recal_batch_size: int = 256, augment: bool = True,
+                 ridge: float = RIDGE, seed: int = 0, device: torch.device | str | None = None,
+                 bf16: bool = False, eval_batch_size: int = 2000,
+                 cluster_jobs: int | None = None, eval_split: str = "val"):
         self.device = torch.device(device) if device else default_device()
         self.seed, self.eval_batch_size, self.cluster_jobs = seed, eval_batch_size, cluster_jobs
+        self.bf16, self.ridge, self.eval_split = bf16, ridge, eval_split
         self.cpu_model = copy.deepcopy(model).cpu().float().eval()  # blocks are pruned here
         self.model = copy.deepcopy(self.cpu_model).to(self.device)
         self.widths = block_widths(self.model)
         self.clusterings: dict[tuple[str, int, bool], Clustering] = {}
-        with torch.no_grad(), ieee_fp32():
-            self.test_x = normalize(test_images.to(self.device)).contiguous(
+        self.refit_x = (augmented(refit_images, seed=seed) if refit_images is not None
+                        else None)
+        self.eval_y = eval_labels.to(self.device)
+        with torch.no_grad(), self._precision():
+            self.eval_x = normalize(eval_images.to(self.device)).contiguous(
                 memory_format=CHANNELS_LAST)
-            self.test_y = test_labels.to(self.device)
-            self.dense_accuracy = self._accuracy(
-                _chunked(lambda x: self.model(x), self.test_x, eval_batch_size))
-            self.recal_model, self.recal_x = None, []
-            self.dense_accuracy_recalibrated = None
+            self.dense_correct = self._correct(
+                _chunked(lambda x: self.model(x), self.eval_x, eval_batch_size)).cpu().numpy()
+            self.recal_model, self.recal_x, self.dense_recal_correct = None, [], None
             if recal_images is not None:
                 # The unpruned network recalibrated by the library function itself: its BN
                 # layers before any pruned block hold what recalibration would give them there.
-                self.recal_model = recalibrate_bn(copy.deepcopy(self.model), recal_images,
-                                                  recal_batches, recal_batch_size)
-                self.recal_x = [normalize(recal_images[a:b].to(self.device)).contiguous(
+                self.recal_model = recalibrate_bn(
+                    copy.deepcopy(self.model), recal_images, recal_batches, recal_batch_size,
+                    augment=augment, seed=seed, bf16=bf16)
+                fed = calibration_images(recal_images, recal_batches, recal_batch_size,
+                                         augment, seed)
+                self.recal_x = [normalize(fed[a:b].to(self.device)).contiguous(
                     memory_format=CHANNELS_LAST)
-                    for a, b in _batches(recal_images, recal_batches, recal_batch_size)]
-                self.dense_accuracy_recalibrated = self._accuracy(
-                    _chunked(lambda x: self.recal_model(x), self.test_x, eval_batch_size))
+                    for a, b in _batches(fed, recal_batches, recal_batch_size)]
+                self.dense_recal_correct = self._correct(_chunked(
+                    lambda x: self.recal_model(x), self.eval_x, eval_batch_size)).cpu().numpy()
+
+    def _precision(self):
+        return precision(self.device, self.bf16)
 
     @property
     def eval_images(self) -> int:
-        return len(self.test_y)
+        return len(self.eval_y)
 
     @property
     def recal_images(self) -> int:
         return sum(len(x) for x in self.recal_x)
 
-    def _accuracy(self, logits: Tensor) -> float:
-        return (logits.argmax(1) == self.test_y).sum().item() / len(self.test_y)
+    @property
+    def refit_images(self) -> int:
+        return 0 if self.refit_x is None else len(self.refit_x)
+
+    def _correct(self, logits: Tensor) -> Tensor:
+        return logits.argmax(1) == self.eval_y
 
     # ----------------------------------------------------------------- caches
 
     def _block_inputs(self, wanted: Sequence[int]) -> Iterator[tuple[int, dict]]:
         """For each wanted block index (in order), what enters that block.
 
-        ``eval``: test activations, original statistics; ``eval_recal``: test activations with
-        the recalibrated upstream statistics; ``train``: per recalibration batch, the train-mode
+        ``eval``: evaluation activations, original statistics; ``eval_recal``: the same with the
+        recalibrated upstream statistics; ``train``: per recalibration batch, the train-mode
         activations (batch statistics: the same for every network that differs only later).
         """
         eb = self.eval_batch_size
         scratch = copy.deepcopy(self.model).train()  # train-mode passes update its stats: a copy
         model_blocks, scratch_blocks = _blocks(self.model), _blocks(scratch)
         recal_blocks = _blocks(self.recal_model) if self.recal_model is not None else []
-        cache = {"eval": _chunked(lambda x: _stem(self.model, x), self.test_x, eb)}
+        cache = {"eval": _chunked(lambda x: _stem(self.model, x), self.eval_x, eb)}
         if self.recal_model is not None:
-            cache["eval_recal"] = _chunked(lambda x: _stem(self.recal_model, x), self.test_x, eb)
+            cache["eval_recal"] = _chunked(lambda x: _stem(self.recal_model, x), self.eval_x, eb)
             cache["train"] = [_stem(scratch, x) for x in self.recal_x]
         last = max(wanted)
         for i in range(last + 1):
@@ -287,17 +378,24 @@ class BlockSweep:
                 cache["eval_recal"] = _chunked(recal_blocks[i], cache["eval_recal"], eb)
                 cache["train"] = [scratch_blocks[i](x) for x in cache["train"]]
 
+    def _refit_data(self, name: str) -> tuple[Tensor, Tensor, NormalEquations]:
+        """What enters the block and its conv2 output on the refit images (float32, outside
+        autocast), and the unpruned block's normal equations."""
+        inputs, targets = block_io(self.model, name, self.refit_x)
+        return inputs, targets, normal_equations(get_block(self.model, name), inputs, targets)
+
     def _downstream(self, blocks: Sequence[nn.Module], head_model: ResNet, x: Tensor,
                     logits: bool = False) -> Tensor:
-        """Correct count (a device scalar), or the logits, of ``blocks`` then the head on ``x``."""
+        """Per-image correctness (a device bool vector), or the logits, of ``blocks`` then the
+        head on ``x``."""
         out = []
         for i in range(0, len(x), self.eval_batch_size):
             h = x[i:i + self.eval_batch_size]
             for b in blocks:
                 h = b(h)
             z = _head(head_model, h)
-            out.append(z if logits else (z.argmax(1) == self.test_y[i:i + len(z)]).sum())
-        return torch.cat(out) if logits else torch.stack(out).sum()
+            out.append(z if logits else z.argmax(1) == self.eval_y[i:i + len(z)])
+        return torch.cat(out)
 
     @staticmethod
     def _recalibrate(blocks: Sequence[nn.Module], batches: Sequence[Tensor]) -> None:
@@ -306,7 +404,8 @@ class BlockSweep:
         recalibrate_bn sets ``momentum = None`` (a cumulative average); BatchNorm then computes
         the factor ``1 / num_batches_tracked`` from a device tensor, which stalls the GPU at
         every layer. The same factor, ``1 / (batch index + 1)``, is set here from the host:
-        the arithmetic is identical and nothing waits.
+        the arithmetic is identical and nothing waits. (Only BN layers behave differently in
+        train mode in a BasicBlock, so putting whole blocks in train mode is the same.)
         """
         layers = [bn for b in blocks for bn in bn_layers(b)]
         momenta = [bn.momentum for bn in layers]
@@ -342,55 +441,73 @@ class BlockSweep:
         # wait for the device to finish the previous point (a blocking copy would).
         return b.to(self.device, non_blocking=True).eval()
 
-    def _evaluate_point(self, index: int, cache: dict, pruned: nn.Module, recal: bool,
-                        downstream: list[nn.Module], logits: bool = False) -> Tensor:
-        if not recal:
+    def _refit(self, pruned: nn.Module, keep: np.ndarray | None, data) -> tuple[nn.Module,
+                                                                             RefitReport]:
+        """A refit copy of ``pruned``: a solve on the dense equations' sub-matrix for subset
+        strategies (``keep`` given), its own normal equations otherwise."""
+        inputs, targets, dense = data
+        b = copy.deepcopy(pruned)
+        eq = dense.subset(keep) if keep is not None else normal_equations(b, inputs, targets)
+        return b, apply_refit(b.conv2, eq, self.ridge)
+
+    def _evaluate(self, index: int, cache: dict, pruned: nn.Module, treatment: str,
+                  downstream: list[nn.Module], logits: bool = False) -> Tensor:
+        if "recal" not in treatment:
             return self._downstream([pruned, *_blocks(self.model)[index + 1:]], self.model,
                                     cache["eval"], logits)
         blocks = [pruned, *downstream]
         self._recalibrate(blocks, cache["train"])
         return self._downstream(blocks, self.recal_model, cache["eval_recal"], logits)
 
-    def _check(self, blocks, ks, strategies, recalibration):
+    def _check(self, blocks, ks, strategies, treatments):
         for s in strategies:
             check_strategy(s)
+        for t in treatments:
+            check_treatment(t)
         for name in blocks:
             block = get_block(self.model, name)
             for k in ks[name]:
                 check_k(block, name, k)
-        if any(recalibration) and self.recal_model is None:
-            raise ValueError("points with BN recalibration need recal_images")
+        if any("recal" in t for t in treatments) and self.recal_model is None:
+            raise ValueError("treatments with BN recalibration need recal_images")
+        if any("refit" in t for t in treatments) and self.refit_x is None:
+            raise ValueError("treatments with a refit need refit_images")
 
     @torch.no_grad()
-    def point_logits(self, block: str, k: int, strategy: str, bn_recalibration: bool) -> Tensor:
-        """Test logits (CPU) of one point, through the cached path (for tests)."""
-        self._check([block], {block: [k]}, [strategy], [bn_recalibration])
+    def point_logits(self, block: str, k: int, strategy: str, treatment: str) -> Tensor:
+        """Logits (float32, CPU) of one point, through the cached path (for tests)."""
+        self._check([block], {block: [k]}, [strategy], [treatment])
         index = BLOCK_NAMES.index(block)
-        with ieee_fp32():
+        with self._precision():
             for i, cache in self._block_inputs([index]):
-                downstream = copy.deepcopy(_blocks(self.recal_model)[i + 1:]) if (
-                    bn_recalibration) else []
+                downstream = (copy.deepcopy(_blocks(self.recal_model)[i + 1:])
+                              if "recal" in treatment else [])
                 pruned = self._pruned(block, k, strategy)
-                return self._evaluate_point(i, cache, pruned, bn_recalibration, downstream,
-                                            logits=True).float().cpu()
+                if "refit" in treatment:
+                    keep = (keep_indices(get_block(self.cpu_model, block), k, strategy,
+                                         self._clustering(block, k, strategy), self.seed)
+                            if strategy in SUBSET_STRATEGIES else None)
+                    with torch.autocast(self.device.type, enabled=False):
+                        pruned, _ = self._refit(pruned, keep, self._refit_data(block))
+                return self._evaluate(i, cache, pruned, treatment, downstream,
+                                      logits=True).float().cpu()
         raise AssertionError("unreachable")
 
     @torch.no_grad()
     def run(self, blocks: Sequence[str] | None = None,
             ks: Mapping[str, Sequence[int]] | None = None,
-            strategies: Sequence[str] = STRATEGIES,
-            recalibration: Sequence[bool] = (False, True),
+            strategies: Sequence[str] = STRATEGIES, treatments: Sequence[str] = TREATMENTS,
             progress: bool = True) -> SweepResult:
-        """Accuracy of every (block, k, strategy, recalibration) point.
+        """Accuracy of every (block, k, strategy, treatment) point.
 
         Args:
             blocks: block names (default: all nine).
             ks: kept filters per block (default: every k from the width down to 1).
             strategies: strategies of :mod:`helpers.pruning`.
-            recalibration: which of without (False) / with (True) BN recalibration.
+            treatments: of ``"none"``, ``"recal"``, ``"refit"``, ``"refit+recal"``.
 
         Records come block by block in the order of ``blocks``, then by k as given, strategy,
-        and without before with recalibration.
+        and treatment in the order of :data:`ALL_TREATMENTS`.
         """
         t0 = time.perf_counter()
         if blocks is None:
@@ -400,76 +517,88 @@ class BlockSweep:
         if missing:
             raise ValueError(f"ks gives no k for blocks {missing}")
         ks = {name: list(ks[name]) for name in blocks} if ks is not None else all_ks(self.model)
-        # Without before with: a point's pruned block is evaluated as is, then recalibrated.
-        recalibration = sorted({bool(r) for r in recalibration})
-        self._check(blocks, ks, strategies, recalibration)
+        self._check(blocks, ks, strategies, treatments)
+        treatments = [t for t in ALL_TREATMENTS if t in set(treatments)]
+        if not treatments:
+            raise ValueError("no treatment asked for")
         needed = [(name, k, s == "merge") for name in blocks for k in ks[name]
                   for s in strategies if s in CLUSTER_STRATEGIES]
         todo = [key for key in dict.fromkeys(needed) if key not in self.clusterings]
         if todo:
             self.clusterings.update(cluster_table(self.cpu_model, todo, self.seed,
                                                   self.cluster_jobs, progress))
-        total = sum(len(ks[name]) for name in blocks) * len(strategies) * len(recalibration)
-        bar = tqdm(total=total, desc="sweep", disable=not progress, mininterval=1.0)
-        records, evaluated = [], 0
+        total = sum(len(ks[name]) for name in blocks) * len(strategies) * len(treatments)
+        bar = tqdm(total=total, desc="sweep", disable=not progress, mininterval=2.0)
+        records, correct, refits, evaluated = [], [], {}, 0
         indices = sorted(BLOCK_NAMES.index(name) for name in blocks)
-        with ieee_fp32():
+        with self._precision():
             for i, cache in self._block_inputs(indices):
                 name = BLOCK_NAMES[i]
                 bar.set_postfix_str(name)
                 downstream = (copy.deepcopy(_blocks(self.recal_model)[i + 1:])
-                              if True in recalibration else [])
-                counts, seen = [], {}
+                              if any("recal" in t for t in treatments) else [])
+                refit_data = None
+                if any("refit" in t for t in treatments):
+                    with torch.autocast(self.device.type, enabled=False):
+                        refit_data = self._refit_data(name)
+                block_correct, seen = [], {}
                 for k in ks[name]:
                     for s in strategies:
-                        key = None
+                        keep = key = None
                         if s in SUBSET_STRATEGIES:
                             keep = keep_indices(get_block(self.cpu_model, name), k, s,
                                                 self._clustering(name, k, s), self.seed)
                             key = tuple(keep.tolist())
-                        pruned = None
-                        for recal in recalibration:
-                            if key is not None and (recal, key) in seen:
-                                count = seen[(recal, key)]
+                        pruned = refit = None
+                        for t in treatments:
+                            if key is not None and (t, key) in seen:
+                                c = seen[(t, key)]
                             else:
                                 if pruned is None:
                                     pruned = self._pruned(name, k, s)
-                                count = self._evaluate_point(i, cache, pruned, recal, downstream)
+                                net = pruned
+                                if "refit" in t:
+                                    if refit is None:
+                                        with torch.autocast(self.device.type, enabled=False):
+                                            refit, refits[(name, k, s)] = self._refit(
+                                                pruned, keep, refit_data)
+                                    net = refit
+                                c = self._evaluate(i, cache, net, t, downstream)
                                 evaluated += 1
                                 if key is not None:
-                                    seen[(recal, key)] = count
-                            counts.append(count)
-                            records.append({"block": name, "strategy": s,
-                                            "bn_recalibration": recal, "kept_filters": int(k)})
+                                    seen[(t, key)] = c
+                            block_correct.append(c)
+                            records.append({"block": name, "strategy": s, "treatment": t,
+                                            "kept_filters": int(k)})
                             bar.update()
-                for r, c in zip(records[len(records) - len(counts):],
-                                torch.stack(counts).tolist(), strict=True):
-                    r["accuracy"] = c / self.eval_images
+                block_correct = torch.stack(block_correct).cpu().numpy()
+                for r, c in zip(records[len(records) - len(block_correct):], block_correct,
+                                strict=True):
+                    r["accuracy"] = float(c.mean())
+                correct.append(block_correct)
         bar.close()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         order = {name: j for j, name in enumerate(blocks)}
-        records.sort(key=lambda r: order[r["block"]])  # the order asked for (stable)
-        return SweepResult(records, self.eval_images, self.recal_images,
-                           device_name(self.device), time.perf_counter() - t0,
-                           self.dense_accuracy, self.dense_accuracy_recalibrated, evaluated,
-                           {name: self.widths[name] for name in blocks},
-                           {key: c for key, c in self.clusterings.items() if key[0] in blocks})
+        rank = sorted(range(len(records)), key=lambda j: order[records[j]["block"]])  # stable
+        records = [records[j] for j in rank]
+        correct = np.concatenate(correct)[rank]
+        return SweepResult(
+            records, correct, self.eval_images, self.eval_split, self.recal_images,
+            self.refit_images, device_name(self.device), "bf16" if self.bf16 else "fp32",
+            time.perf_counter() - t0, self.dense_correct, self.dense_recal_correct, evaluated,
+            {name: self.widths[name] for name in blocks},
+            {key: c for key, c in self.clusterings.items() if key[0] in blocks}, refits)
 
 
-def sweep(model: ResNet, test_images: Tensor, test_labels: Tensor,
-          recal_images: Tensor | None = None, *, blocks: Sequence[str] | None = None,
-          ks: Mapping[str, Sequence[int]] | None = None,
-          strategies: Sequence[str] = STRATEGIES, recalibration: Sequence[bool] = (False, True),
-          recal_batches: int = 10, recal_batch_size: int = 256, seed: int = 0,
-          device: torch.device | str | None = None, eval_batch_size: int = 2000,
-          cluster_jobs: int | None = None, progress: bool = True) -> SweepResult:
-    """Build a :class:`BlockSweep` and run it; ``seconds`` includes building the caches."""
+def sweep(model: ResNet, eval_images: Tensor, eval_labels: Tensor,
+          recal_images: Tensor | None = None, refit_images: Tensor | None = None, *,
+          blocks: Sequence[str] | None = None, ks: Mapping[str, Sequence[int]] | None = None,
+          strategies: Sequence[str] = STRATEGIES, treatments: Sequence[str] = TREATMENTS,
+          progress: bool = True, **options) -> SweepResult:
+    """Build a :class:`BlockSweep` (``options``: its keyword arguments) and run it;
+    ``seconds`` includes building the caches."""
     t0 = time.perf_counter()
-    sw = BlockSweep(model, test_images, test_labels, recal_images, recal_batches=recal_batches,
-                    recal_batch_size=recal_batch_size, seed=seed, device=device,
-                    eval_batch_size=eval_batch_size, cluster_jobs=cluster_jobs)
-    result = sw.run(blocks, ks, strategies, recalibration, progress)
+    sw = BlockSweep(model, eval_images, eval_labels, recal_images, refit_images, **options)
+    result = sw.run(blocks, ks, strategies, treatments, progress)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -477,79 +606,100 @@ def sweep(model: ResNet, test_images: Tensor, test_labels: Tensor,
 # --------------------------------------------------------------------------- reading results
 
 
-def head_to_head(df: pd.DataFrame, challenger: tuple[str, bool],
-                 rivals: Sequence[tuple[str, bool]]) -> pd.DataFrame:
-    """The challenger's accuracy against each rival's at every (block, k < width).
+Arm = tuple[str, str]  # (strategy, treatment)
 
-    ``df`` is :meth:`SweepResult.frame`; strategies are given as ``(strategy, recalibrated)``.
-    One row per point: the accuracies, ``best_rival`` (the best of the rivals there) and
-    ``margin`` = challenger - best rival (a fraction; > 0: the challenger wins).
+
+def arm_name(arm: Arm) -> str:
+    return f"{arm[0]}, {arm[1]}"
+
+
+def _best(result: SweepResult, block: str, k: int, arms: Sequence[Arm]) -> Arm:
+    return max(arms, key=lambda a: result.correct_at(block, k, *a).sum())
+
+
+def compare(result: SweepResult, a: Arm | Sequence[Arm], b: Arm | Sequence[Arm],
+            points: Sequence[tuple[str, int]] | None = None) -> pd.DataFrame:
+    """Paired comparison of A and B at every (block, k) point (k below the width by default).
+
+    ``a`` and ``b`` are ``(strategy, treatment)`` pairs, or lists of them: then at each point
+    the most accurate of the list is taken (chosen on the same images it is compared on, so its
+    accuracy is slightly optimistic). One row per point: ``a`` and ``b`` (the arms used), their
+    accuracies, the difference A - B with its 95% interval, the exact McNemar p-value and the
+    ``winner``: ``"A"``, ``"B"`` or ``"tie"`` (not significant at 5%).
     """
-    d = df[df.kept_filters < df.width]
-    table = d.pivot_table(index=["block", "width", "kept_filters"],
-                          columns=["strategy", "bn_recalibration"], values="accuracy")
-    name = lambda s, r: f"{s}{' + recal' if r else ''}"  # noqa: E731
-    out = pd.DataFrame({name(*c): table[c] for c in [challenger, *rivals]})
-    rival_cols = [name(*r) for r in rivals]
-    out["best_rival"] = out[rival_cols].idxmax(axis=1)
-    out["margin"] = out[name(*challenger)] - out[rival_cols].max(axis=1)
-    order = {b: i for i, b in enumerate(dict.fromkeys(df.block))}
-    out = out.reset_index()
-    out["_order"] = out.block.map(order)
-    out = out.sort_values(["_order", "kept_filters"], ascending=[True, False])
-    return out.drop(columns="_order").reset_index(drop=True)
-
-
-def win_rates(h2h: pd.DataFrame) -> pd.DataFrame:
-    """Per block (and over all blocks): share of points where the challenger of
-    :func:`head_to_head` is strictly more accurate than each rival, and than all of them."""
-    challenger = h2h.columns[3]
-    rivals = list(h2h.columns[4:-2])
     rows = []
-    for block, g in [*h2h.groupby("block", sort=False), ("all blocks", h2h)]:
-        row = {"block": block, "points": len(g)}
-        for r in rivals:
-            row[f"beats {r}"] = (g[challenger] > g[r]).mean()
-        row["beats all"] = (g["margin"] > 0).mean()
-        row["ties best"] = (g["margin"] == 0).mean()
-        row["loses to best"] = (g["margin"] < 0).mean()
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("block")
+    for block, k in points if points is not None else result.points():
+        arm_a = a if isinstance(a[0], str) else _best(result, block, k, a)
+        arm_b = b if isinstance(b[0], str) else _best(result, block, k, b)
+        r: PairedResult = paired_test(result.correct_at(block, k, *arm_a),
+                                      result.correct_at(block, k, *arm_b))
+        rows.append({"block": block, "width": result.widths[block], "kept_filters": k,
+                     "a": arm_name(arm_a), "b": arm_name(arm_b), "accuracy_a": r.accuracy_a,
+                     "accuracy_b": r.accuracy_b, "difference": r.difference,
+                     "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
+                     "winner": r.verdict()})
+    return pd.DataFrame(rows)
+
+
+def arm_means(result: SweepResult) -> pd.DataFrame:
+    """Mean accuracy (%) of every strategy (rows) under every treatment (columns) over the
+    pruned points (k below the width)."""
+    df = result.frame()
+    df = df[df.kept_filters < df.width]
+    table = 100 * df.pivot_table(index="strategy", columns="treatment", values="accuracy")
+    return table[[t for t in ALL_TREATMENTS if t in table.columns]]
 
 
 # --------------------------------------------------------------------------- the naive way
 
 
+def _treatment(treatment: str | bool) -> str:
+    """Old callers passed ``bn_recalibration`` (a bool)."""
+    if isinstance(treatment, bool):
+        return "recal" if treatment else "none"
+    check_treatment(treatment)
+    return treatment
+
+
 @torch.no_grad()
-def naive_point(model: ResNet, block: str, k: int, strategy: str, bn_recalibration: bool,
-                test_images: Tensor, test_labels: Tensor, recal_images: Tensor | None = None,
-                *, recal_batches: int = 10, recal_batch_size: int = 256, seed: int = 0,
-                device: torch.device | str | None = None, return_logits: bool = False):
+def naive_point(model: ResNet, block: str, k: int, strategy: str, treatment: str,
+                eval_images: Tensor, eval_labels: Tensor, recal_images: Tensor | None = None,
+                refit_images: Tensor | None = None, *, recal_batches: int = 10,
+                recal_batch_size: int = 256, augment: bool = True, ridge: float = RIDGE,
+                seed: int = 0, device: torch.device | str | None = None, bf16: bool = False,
+                return_logits: bool = False):
     """One sweep point the slow way, as the original work measured it (reference/benchmark).
 
-    Deep-copies and prunes the whole network (clustering included), recalibrates all of its BN
-    layers when asked, then evaluates it on the test set through a ``DataLoader`` (PIL images,
-    torchvision ``ToTensor`` + ``Normalize``, batch 100). Returns the accuracy (a fraction), and
-    the logits too with ``return_logits``.
+    Deep-copies and prunes the whole network (clustering included; refit through
+    :func:`~helpers.pruning.prune_block`), recalibrates all of its BN layers when the treatment
+    says so, then evaluates it through a ``DataLoader`` (PIL images, torchvision ``ToTensor`` +
+    ``Normalize``, batch 100), in the sweep's precision (``bf16``). Returns the accuracy (a
+    fraction), and the logits too with ``return_logits``.
     """
+    treatment = _treatment(treatment)
     device = torch.device(device) if device else default_device()
+    if "recal" in treatment and recal_images is None:
+        raise ValueError(f"treatment {treatment!r} needs recal_images")
+    if "refit" in treatment and refit_images is None:
+        raise ValueError(f"treatment {treatment!r} needs refit_images")
+    net = copy.deepcopy(model).float().to(device).eval()
     with ieee_fp32():
-        net = copy.deepcopy(model).float().to(device).eval()
-        pruned = prune_block(net, block, k, strategy, seed=seed)
-        if bn_recalibration:
-            if recal_images is None:
-                raise ValueError("bn_recalibration=True needs recal_images")
-            recalibrate_bn(pruned, recal_images, recal_batches, recal_batch_size)
+        pruned = prune_block(net, block, k, strategy, seed=seed, ridge=ridge,
+                             refit_images=refit_images if "refit" in treatment else None)
+    with precision(device, bf16):
+        if "recal" in treatment:
+            recalibrate_bn(pruned, recal_images, recal_batches, recal_batch_size,
+                           augment=augment, seed=seed, bf16=bf16)
         pruned.eval()
-        test_set = PILDataset(test_images, test_labels, _naive_transform())
-        loader = torch.utils.data.DataLoader(test_set, batch_size=NAIVE_BATCH, shuffle=False)
+        dataset = PILDataset(eval_images, eval_labels, _naive_transform())
+        loader = torch.utils.data.DataLoader(dataset, batch_size=NAIVE_BATCH, shuffle=False)
         correct, outputs = 0, []
         for x, y in loader:
             z = pruned(x.to(device))
             correct += int((z.argmax(1).cpu() == y).sum())
             if return_logits:
                 outputs.append(z.float().cpu())
-    acc = correct / len(test_labels)
+    acc = correct / len(eval_labels)
     return (acc, torch.cat(outputs)) if return_logits else acc
 
 
@@ -590,14 +740,14 @@ def benchmark(points: int = 12, device: torch.device | str | None = None,
     naive_point(model, "layer3.2", 32, "l1", True, test_x[:100], test_y[:100], recal, **common)
 
     fast = sweep(model, test_x, test_y, recal, ks=ks_at_fractions(model, kept), progress=False,
-                 **common)
+                 treatments=("none", "recal"), **common)
     fast_per_point = fast.seconds / len(fast.records)
     picks = [fast.records[round(i)] for i in np.linspace(0, len(fast.records) - 1, points)]
     t0 = time.perf_counter()
     diffs = []
     for r in picks:
         acc = naive_point(model, r["block"], r["kept_filters"], r["strategy"],
-                          r["bn_recalibration"], test_x, test_y, recal, **common)
+                          r["treatment"], test_x, test_y, recal, **common)
         diffs.append(abs(acc - r["accuracy"]) * n)
     naive_per_point = (time.perf_counter() - t0) / len(picks)
     out = {"device": fast.device, "torch_version": torch.__version__, "eval_images": n,

@@ -6,18 +6,24 @@ runs only when CIFAR10_ROOT is set.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from helpers.models import BLOCK_NAMES
-from helpers.pruning import STRATEGIES, recalibrate_bn
+from helpers.pruning import STRATEGIES, keep_indices, prune_block, recalibrate_bn
 from helpers.sweep import (
     RECORD_KEYS,
+    TREATMENTS,
     BlockSweep,
+    SweepResult,
     all_ks,
+    arm_means,
+    compare,
     distiller_kept,
     ieee_fp32,
     ks_at_fractions,
@@ -35,7 +41,8 @@ def data():
     test = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (40,), generator=g)
     recal = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g)
-    return test, labels, recal
+    refit = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return test, labels, recal, refit
 
 
 @pytest.fixture(scope="module")
@@ -46,70 +53,119 @@ def model(data):
 
 @pytest.fixture(scope="module")
 def bs(model, data):
-    test, labels, recal = data
-    return BlockSweep(model, test, labels, recal, eval_batch_size=16, **RECAL)
+    test, labels, recal, refit = data
+    return BlockSweep(model, test, labels, recal, refit, eval_batch_size=16, **RECAL)
 
 
-# Every strategy, with and without recalibration, in every stage, downsampling blocks included.
-POINTS = [("layer1.0", 7, "merge", True), ("layer1.2", 3, "nearest", False),
-          ("layer2.0", 9, "centroid", True), ("layer2.2", 30, "first", True),
-          ("layer3.0", 5, "random", True), ("layer3.2", 20, "l1", False),
-          ("layer3.1", 40, "merge", False), ("layer2.1", 1, "l1", True)]
+# Every strategy and treatment, in every stage, downsampling blocks included.
+POINTS = [("layer1.0", 7, "merge", "recal"), ("layer1.2", 3, "nearest", "none"),
+          ("layer2.0", 9, "centroid", "refit+recal"), ("layer2.2", 30, "first", "recal"),
+          ("layer3.0", 5, "random", "refit+recal"), ("layer3.2", 20, "l1", "refit"),
+          ("layer3.1", 40, "merge", "refit"), ("layer2.1", 1, "l1", "refit+recal")]
 
 
-@pytest.mark.parametrize(("block", "k", "strategy", "recal"), POINTS)
-def test_fast_equals_naive(bs, model, data, block, k, strategy, recal):
-    test, labels, images = data
-    fast = bs.point_logits(block, k, strategy, recal)
-    acc, naive = naive_point(model, block, k, strategy, recal, test, labels, images,
+@pytest.mark.parametrize(("block", "k", "strategy", "treatment"), POINTS)
+def test_fast_equals_naive(bs, model, data, block, k, strategy, treatment):
+    test, labels, recal, refit = data
+    fast = bs.point_logits(block, k, strategy, treatment)
+    acc, naive = naive_point(model, block, k, strategy, treatment, test, labels, recal, refit,
                              return_logits=True, **RECAL)
     assert torch.allclose(fast, naive, atol=1e-4, rtol=1e-4), (fast - naive).abs().max()
     assert (fast.argmax(1) == labels).sum().item() / len(labels) == acc
 
 
-def test_run_records_match_single_points(bs, model, data):
+@pytest.mark.parametrize(("block", "k", "strategy", "treatment"),
+                         [("layer2.0", 9, "l1", "refit+recal"), ("layer1.1", 5, "merge", "none")])
+def test_fast_equals_naive_in_bf16(model, data, block, k, strategy, treatment):
+    test, labels, recal, refit = data
+    b = BlockSweep(model, test, labels, recal, refit, eval_batch_size=16, bf16=True, **RECAL)
+    fast = b.point_logits(block, k, strategy, treatment)
+    acc, naive = naive_point(model, block, k, strategy, treatment, test, labels, recal, refit,
+                             bf16=True, return_logits=True, **RECAL)
+    assert torch.allclose(fast, naive, atol=0.05, rtol=0.05), (fast - naive).abs().max()
+    assert (fast.argmax(1) == labels).sum().item() / len(labels) == acc
+
+
+@pytest.mark.parametrize("strategy", ["l1", "nearest", "merge", "centroid"])
+def test_the_sweeps_refit_is_prune_blocks(bs, model, data, strategy):
+    block, k = "layer2.1", 6
+    want = prune_block(model, block, k, strategy, refit_images=data[3]).get_submodule(block)
+    res = bs.run(ks={block: [k]}, strategies=[strategy], treatments=["refit"], progress=False)
+    report = res.refits[(block, k, strategy)]
+    assert report.mse_after <= report.mse_before
+    pruned = bs._pruned(block, k, strategy)
+    keep = None
+    if strategy in ("l1", "nearest"):
+        keep = keep_indices(bs.cpu_model.get_submodule(block), k, strategy,
+                            bs._clustering(block, k, strategy))
+    got, _ = bs._refit(pruned, keep, bs._refit_data(block))
+    assert torch.allclose(got.conv2.weight, want.conv2.weight, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_recalibration_is_recalibrate_bn(bs, model, data):
+    from helpers.data import normalize
+
+    m = recalibrate_bn(copy.deepcopy(model), data[2], batches=2, batch_size=16)
+    with ieee_fp32(), torch.no_grad():
+        want = m(normalize(data[0])).argmax(1) == data[1]
+    assert np.array_equal(bs.dense_recal_correct, want.numpy())
+    assert np.array_equal(bs.dense_correct, (model(normalize(data[0])).argmax(1) == data[1])
+                          .numpy())
+
+
+def test_run_records_correctness_and_single_points(bs, model, data):
     ks = {"layer1.1": [16, 5], "layer3.0": [33]}
     res = bs.run(ks=ks, progress=False)
-    assert [r["block"] for r in res.records][:2] == ["layer1.1", "layer1.1"]
-    assert len(res.records) == 3 * len(STRATEGIES) * 2
+    assert [r["block"] for r in res.records][:3] == ["layer1.1"] * 3
+    assert len(res.records) == 3 * len(STRATEGIES) * len(TREATMENTS)
+    assert res.correct.shape == (len(res.records), 40) and res.correct.dtype == bool
     assert res.evaluated <= len(res.records)
-    assert res.eval_images == 40 and res.recal_images == 32
-    for r in res.records:
+    assert res.eval_images == 40 and res.recal_images == 32 and res.refit_images == 24
+    for r, c in zip(res.records, res.correct, strict=True):
         assert tuple(r) == RECORD_KEYS and isinstance(r["kept_filters"], int)
-        assert 0 <= r["accuracy"] <= 1
-    by_key = {(r["block"], r["kept_filters"], r["strategy"], r["bn_recalibration"]): r["accuracy"]
-              for r in res.records}
-    for key in [("layer1.1", 5, "merge", True), ("layer3.0", 33, "random", False),
-                ("layer1.1", 5, "first", False), ("layer1.1", 5, "nearest", True)]:
+        assert r["accuracy"] == c.mean()
+    for key in [("layer1.1", 5, "merge", "recal"), ("layer3.0", 33, "random", "none"),
+                ("layer1.1", 5, "first", "refit+recal"), ("layer1.1", 5, "nearest", "recal")]:
         logits = bs.point_logits(*key)
-        assert by_key[key] == (logits.argmax(1) == data[1]).sum().item() / len(data[1])
+        assert np.array_equal(res.correct_at(*key), (logits.argmax(1) == data[1]).numpy())
     # keeping every filter: the dense network, recalibrated or not
     for s in STRATEGIES:
-        assert by_key[("layer1.1", 16, s, False)] == res.dense_accuracy
-        assert by_key[("layer1.1", 16, s, True)] == res.dense_accuracy_recalibrated
+        assert np.array_equal(res.correct_at("layer1.1", 16, s, "none"), res.dense_correct)
+        assert np.array_equal(res.correct_at("layer1.1", 16, s, "recal"),
+                              res.dense_recal_correct)
+    assert res.points() == [("layer1.1", 5), ("layer3.0", 33)]
 
 
-def test_sweep_function_and_json(tmp_path, model, data):
-    test, labels, recal = data
-    res = sweep(model, test[:8], labels[:8], recal, blocks=["layer3.2"], ks={"layer3.2": [2]},
-                strategies=("l1", "merge"), recalibration=(True,), progress=False, **RECAL)
-    assert [(r["strategy"], r["bn_recalibration"]) for r in res.records] == [
-        ("l1", True), ("merge", True)]
-    assert res.seconds > 0 and res.device == "cpu"
+def test_sweep_function_json_and_comparisons(tmp_path, model, data):
+    test, labels, recal, refit = data
+    res = sweep(model, test[:8], labels[:8], recal, refit, blocks=["layer3.2"],
+                ks={"layer3.2": [2, 40]}, strategies=("l1", "merge"),
+                treatments=("refit+recal", "none"), progress=False, **RECAL)
+    assert [(r["strategy"], r["treatment"]) for r in res.records][:4] == [
+        ("l1", "none"), ("l1", "refit+recal"), ("merge", "none"), ("merge", "refit+recal")]
+    assert res.seconds > 0 and res.device == "cpu" and res.precision == "fp32"
     df = res.frame()
     assert set(df.columns) >= {*RECORD_KEYS, "width", "removed", "removed_fraction", "drop"}
-    assert df.width.tolist() == [64, 64] and df.removed.tolist() == [62, 62]
+    assert df.width.tolist()[:2] == [64, 64] and df.removed.tolist()[:2] == [62, 62]
     path = res.to_json(tmp_path / "r" / "block_pruning.json", profile="ci")
     saved = json.loads(path.read_text())
-    assert {"eval_images", "device", "sweep_seconds", "records"} <= set(saved)
+    assert {"eval_images", "eval_split", "dense_accuracy", "dense_accuracy_recalibrated",
+            "device", "sweep_seconds", "records", "profile"} <= set(saved)
     assert saved["eval_images"] == 8 and saved["records"] == res.records
-    assert saved["profile"] == "ci"
+    assert saved["eval_split"] == "val" and saved["profile"] == "ci"
+    c = compare(res, ("merge", "refit+recal"), ("l1", "none"))
+    assert len(c) == 2 and set(c.winner) <= {"A", "B", "tie"}
+    row = c.iloc[0]
+    assert row.difference == pytest.approx(row.accuracy_a - row.accuracy_b)
+    best = compare(res, [("merge", "none"), ("merge", "refit+recal")], ("l1", "none"))
+    assert (best.accuracy_a >= c.accuracy_a.clip(upper=best.accuracy_a)).all()
+    assert list(arm_means(res).columns) == ["none", "refit+recal"]
 
 
 def test_the_model_given_is_untouched(data):
     m = make_model(2)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    b = BlockSweep(m, data[0][:4], data[1][:4], data[2], **RECAL)
+    b = BlockSweep(m, data[0][:4], data[1][:4], data[2], data[3], **RECAL)
     b.run(ks={"layer2.0": [3]}, progress=False)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
@@ -121,19 +177,23 @@ def test_errors(bs, model, data):
         bs.run(blocks=["layer0.1"], ks={"layer0.1": [1]}, progress=False)
     with pytest.raises(ValueError, match="valid strategies"):
         bs.run(ks={"layer2.0": [3]}, strategies=("kmeans",), progress=False)
+    with pytest.raises(ValueError, match="valid treatments"):
+        bs.run(ks={"layer2.0": [3]}, treatments=("finetune",), progress=False)
     with pytest.raises(ValueError, match="ks gives no k for blocks"):
         bs.run(blocks=["layer2.0"], ks={"layer1.0": [3]}, progress=False)
     no_recal = BlockSweep(model, data[0][:4], data[1][:4])
     with pytest.raises(ValueError, match="need recal_images"):
-        no_recal.run(ks={"layer2.0": [3]}, progress=False)
-    assert no_recal.run(ks={"layer2.0": [3]}, recalibration=(False,), progress=False).records
+        no_recal.run(ks={"layer2.0": [3]}, treatments=("recal",), progress=False)
+    with pytest.raises(ValueError, match="need refit_images"):
+        no_recal.run(ks={"layer2.0": [3]}, treatments=("refit",), progress=False)
+    assert no_recal.run(ks={"layer2.0": [3]}, treatments=("none",), progress=False).records
 
 
 def test_which_ks():
     m = make_model()
     ks = all_ks(m)
     assert list(ks) == list(BLOCK_NAMES) and ks["layer1.0"] == list(range(16, 0, -1))
-    assert sum(len(v) for v in ks.values()) * len(STRATEGIES) * 2 == 4032
+    assert sum(len(v) for v in ks.values()) == 336
     assert ks_at_fractions(m, (0.5, 0.25, 0.01))["layer3.0"] == [32, 16, 1]
     assert ks_at_fractions(m, (0.5,), extra={"layer1.0": [10]})["layer1.0"] == [10, 8]
     assert [distiller_kept(w) for w in (16, 32, 64)] == [10, 20, 39]
@@ -161,28 +221,17 @@ def test_fast_equals_naive_on_real_images(lab_root):
         warnings.simplefilter("ignore")
         d = load_cifar10(lab_root)
     m = recalibrate_bn(make_model(6), d.train_images[:256], batches=2, batch_size=128)
-    test, labels, recal = d.test_images[:100], d.test_labels[:100], d.train_images[:64]
-    b = BlockSweep(m, test, labels, recal, recal_batches=2, recal_batch_size=32)
+    test, labels = d.test_images[:100], d.test_labels[:100]
+    recal, refit = d.train_images[:64], d.train_images[64:96]
+    b = BlockSweep(m, test, labels, recal, refit, recal_batches=2, recal_batch_size=32)
     res = b.run(ks={"layer2.1": [12]}, strategies=("merge", "first"), progress=False)
     for r in res.records:
-        acc = naive_point(m, r["block"], r["kept_filters"], r["strategy"], r["bn_recalibration"],
-                          test, labels, recal, recal_batches=2, recal_batch_size=32)
+        acc = naive_point(m, r["block"], r["kept_filters"], r["strategy"], r["treatment"],
+                          test, labels, recal, refit, recal_batches=2, recal_batch_size=32)
         assert acc == r["accuracy"]
 
 
-def test_head_to_head_and_win_rates():
-    from helpers.sweep import SweepResult, head_to_head, win_rates
-
-    acc = {("merge", True): [0.5, 0.4, 0.9], ("l1", True): [0.4, 0.4, 0.9],
-           ("first", True): [0.3, 0.5, 0.9]}
-    records = [{"block": "layer1.0", "strategy": s, "bn_recalibration": r, "kept_filters": k,
-                "accuracy": a[i]}
-               for (s, r), a in acc.items() for i, k in enumerate((8, 4, 16))]
-    res = SweepResult(records, 10, 5, "cpu", 1.0, 0.9, 0.9, widths={"layer1.0": 16})
-    h = head_to_head(res.frame(), ("merge", True), [("l1", True), ("first", True)])
-    assert h.kept_filters.tolist() == [8, 4]  # k = width (16) is not a point
-    assert h.margin.round(6).tolist() == [0.1, -0.1] and h.best_rival.tolist()[1] == "first + recal"
-    w = win_rates(h)
-    assert w.loc["layer1.0", "beats l1 + recal"] == 0.5  # a tie is not a win
-    assert w.loc["layer1.0", "beats first + recal"] == 0.5
-    assert w.loc["all blocks", "beats all"] == 0.5 and w.loc["all blocks", "points"] == 2
+def test_sweep_result_without_points_is_fine():
+    res = SweepResult([], np.zeros((0, 3), bool), 3, "val", 0, 0, "cpu", "fp32", 0.0,
+                      np.array([True, False, True]), None)
+    assert res.dense_accuracy == pytest.approx(2 / 3) and res.dense_accuracy_recalibrated is None
