@@ -41,6 +41,11 @@ class TrainSizes:
 class ClusterSizes:
     """Notebook 03: filter clustering on the committed checkpoint."""
 
+    score_points: int | None  # elbow/silhouette at k = 1 and k = i/score_points x width (None: all)
+    null_draws: int  # structureless filter sets per block, null kind and feature space
+    stability_seeds: int  # k-means++ seeds compared pairwise
+    stability_kept: tuple[float, ...]  # the k / width fractions of the seed-stability table
+
 
 @dataclass(frozen=True)
 class SweepSizes:
@@ -70,7 +75,7 @@ class Sizes:
     """Every size of one profile, notebook by notebook (the one source of truth)."""
 
     train: TrainSizes
-    clusters: ClusterSizes = ClusterSizes()
+    clusters: ClusterSizes
     sweep: SweepSizes = SweepSizes()
     network: NetworkSizes = NetworkSizes()
 
@@ -79,16 +84,22 @@ SIZES: dict[str, Sizes] = {
     "full": Sizes(
         train=TrainSizes(epochs=200, batch_size=512, lr=0.4, warmup_epochs=5, train_images=None,
                          seed_pipeline_steps=100),
+        clusters=ClusterSizes(score_points=None, null_draws=20, stability_seeds=10,
+                              stability_kept=(0.125, 0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=None, bf16=False, eval_batch_size=2000),
     ),
     "cpu": Sizes(
         train=TrainSizes(epochs=35, batch_size=256, lr=0.2, warmup_epochs=2, train_images=None,
                          seed_pipeline_steps=10),
+        clusters=ClusterSizes(score_points=8, null_draws=5, stability_seeds=5,
+                              stability_kept=(0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=(7 / 8, 3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
                          seed_pipeline_steps=5),
+        clusters=ClusterSizes(score_points=4, null_draws=1, stability_seeds=2,
+                              stability_kept=(0.5,)),
         sweep=SweepSizes(eval_images=200, kept=(3 / 4, 1 / 4), recal_batches=1,
                          recal_batch_size=64, refit_images=64, bf16=True, eval_batch_size=200),
     ),
