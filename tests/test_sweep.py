@@ -235,3 +235,31 @@ def test_sweep_result_without_points_is_fine():
     res = SweepResult([], np.zeros((0, 3), bool), 3, "val", 0, 0, "cpu", "fp32", 0.0,
                       np.array([True, False, True]), None)
     assert res.dense_accuracy == pytest.approx(2 / 3) and res.dense_accuracy_recalibrated is None
+
+
+def test_plots_draw_a_small_sweep():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import plots
+
+    rng = np.random.default_rng(0)
+    records = [{"block": b, "strategy": s, "treatment": t, "kept_filters": k,
+                "accuracy": float(rng.uniform(0.5, 0.9))}
+               for b, w in (("layer1.0", 16), ("layer2.1", 32), ("layer3.2", 64))
+               for k in (w // 8, w // 2, 3 * w // 4) for s in ("centroid", "l1")
+               for t in TREATMENTS]
+    correct = rng.random((len(records), 50)) < 0.8
+    res = SweepResult(records, correct, 50, "val", 0, 0, "cpu", "fp32", 0.0,
+                      rng.random(50) < 0.9, None,
+                      widths={"layer1.0": 16, "layer2.1": 32, "layer3.2": 64})
+    df = res.frame()
+    figs = [plots.original_study(df, ("centroid", "l1"), eval_images=50),
+            plots.strategy_grid(df, ["centroid", "l1"], dense=0.9, eval_images=50),
+            plots.drop_heatmaps(df, [("centroid", "none"), ("l1", "refit+recal")]),
+            plots.paired_differences(compare(res, ("l1", "refit+recal"), ("centroid", "none")))]
+    assert all(f.axes for f in figs)
+    assert set(plots.kept_bins(df, 8).bin) == {1 / 8, 1 / 2, 3 / 4}
+    plt.close("all")
