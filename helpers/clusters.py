@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,8 @@ def cluster_table(model: ResNet, requests: Iterable[tuple[str, int, bool]], seed
         results = list(tqdm(run, **bar))
     else:
         results = [_kmeans_job(*t) for t in tqdm(todo, **bar)]
-    return dict(zip(requests, results, strict=True))
+    return {r: replace(c, block=r[0], folded=r[2])
+            for r, c in zip(requests, results, strict=True)}
 
 
 def canonical_labels(labels: Sequence[int]) -> list[int]:

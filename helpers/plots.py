@@ -424,7 +424,7 @@ def paired_differences(table: pd.DataFrame, title: str = ""):
         for j, (c, (name, g)) in enumerate(zip(sns.color_palette("deep"),
                                                part.groupby("block"), strict=False)):
             x = g.kept_filters + (j - 1) * 0.15 * g.width.iloc[0] / 16  # side by side
-            err = 100 * np.vstack([g.difference - g.ci_low, g.ci_high - g.difference])
+            err = 100 * np.vstack([g.difference - g.ci_low, g.ci_high - g.difference]).clip(0)
             ax.errorbar(x, 100 * g.difference, yerr=err, fmt="none", ecolor=c, lw=1)
             sig = g.winner != "tie"
             ax.scatter(x[sig], 100 * g.difference[sig], color=c, s=18, label=name, zorder=3)

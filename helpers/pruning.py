@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ class Clustering:
     nearest: np.ndarray  # (k,) index of the member nearest each centroid
     first: np.ndarray  # (k,) lowest member index of each cluster
     inertia: float  # sum of squared distances to the centroids
+    block: str | None = None  # whose filters (set by cluster_filters / cluster_table)
+    folded: bool | None = None  # clustered BN-folded filters with their bias (as merge needs)
 
 
 def get_block(model: ResNet, block: str) -> BasicBlock:
@@ -113,7 +115,7 @@ def cluster_filters(model: ResNet, block: str, k: int, fold_bn: bool = False,
     """Cluster the conv1 filters of ``block`` into ``k`` groups with k-means++."""
     b = get_block(model, block)
     check_k(b, block, k)
-    return kmeans(filter_features(b, fold_bn), k, seed)
+    return replace(kmeans(filter_features(b, fold_bn), k, seed), block=block, folded=fold_bn)
 
 
 def _members(clustering: Clustering, c: int) -> np.ndarray:
@@ -165,9 +167,10 @@ def _merge(block: BasicBlock, clustering: Clustering) -> None:
     then only adjusts them).
     """
     old_w2 = block.conv2.weight.clone()
-    rep = torch.as_tensor(clustering.nearest, device=block.conv1.weight.device)
+    order = np.argsort(clustering.nearest)  # channels in index order, as keep_indices says
+    rep = torch.as_tensor(clustering.nearest[order], device=block.conv1.weight.device)
     _shrink(block, rep)
-    cent = torch.as_tensor(clustering.centroids, dtype=torch.float32, device=rep.device)
+    cent = torch.as_tensor(clustering.centroids[order], dtype=torch.float32, device=rep.device)
     w_fold, b_fold = cent[:, :-1].view_as(block.conv1.weight), cent[:, -1]
     scale, _ = bn_scale_shift(block.bn1)
     dead = scale.abs() < 1e-12  # a zero BN scale cannot be unfolded: use an identity BN
@@ -177,9 +180,9 @@ def _merge(block: BasicBlock, clustering: Clustering) -> None:
     scale, _ = bn_scale_shift(block.bn1)
     block.conv1.weight.copy_(w_fold / scale.view(-1, 1, 1, 1))
     block.bn1.bias.copy_(b_fold + block.bn1.running_mean * scale)
-    for c in range(len(rep)):
+    for j, c in enumerate(order):
         members = torch.as_tensor(_members(clustering, c), device=rep.device)
-        block.conv2.weight[:, c] = old_w2[:, members].sum(1)
+        block.conv2.weight[:, j] = old_w2[:, members].sum(1)
 
 
 def keep_indices(block: BasicBlock, k: int, strategy: str, clustering: Clustering | None,
@@ -218,6 +221,12 @@ def _check_clustering(b: BasicBlock, block: str, k: int, strategy: str,
             f"{k} centroids of the {width} {kind} filters ({dims} features each), got "
             f"{clustering.centroids.shape[0]} centroids of {clustering.centroids.shape[1]} "
             f"features for {len(clustering.labels)} filters")
+    if clustering.block is not None and clustering.block != block:
+        raise ValueError(f"the clustering given for {strategy!r} on block {block} is of block "
+                         f"{clustering.block}")
+    if clustering.folded is not None and clustering.folded != (strategy == "merge"):
+        raise ValueError(f"the clustering given for {strategy!r} on block {block} does not fit: "
+                         f"it needs {'folded' if strategy == 'merge' else 'raw'} filters")
 
 
 @torch.no_grad()

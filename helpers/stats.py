@@ -107,7 +107,9 @@ def paired_test(correct_a: np.ndarray, correct_b: np.ndarray,
         test = binomtest(a_only, d, 0.5)
         ci = test.proportion_ci(level, method="exact")
         p = float(test.pvalue)
-        lo, hi = d / n * (2 * ci.low - 1), d / n * (2 * ci.high - 1)
+        diff = (a_only - b_only) / n  # the interval holds it; min/max only absorb rounding
+        lo = min(d / n * (2 * ci.low - 1), diff)
+        hi = max(d / n * (2 * ci.high - 1), diff)
     return PairedResult(float(a.mean()), float(b.mean()), a_only, b_only, n, min(p, 1.0),
                         float(lo), float(hi), level)
 

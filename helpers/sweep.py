@@ -94,7 +94,7 @@ from helpers.refit import (
     block_io,
     normal_equations,
 )
-from helpers.stats import PairedResult, paired_test
+from helpers.stats import PairedResult, paired_test, win_rate
 
 TREATMENTS = ("none", "recal", "refit+recal")  # the default set; "refit" (alone) also exists
 ALL_TREATMENTS = ("none", "recal", "refit", "refit+recal")
@@ -650,6 +650,48 @@ def arm_means(result: SweepResult) -> pd.DataFrame:
     return table[[t for t in ALL_TREATMENTS if t in table.columns]]
 
 
+def scoreboard(result: SweepResult,
+               pairs: Mapping[str, tuple[Arm | Sequence[Arm], Arm | Sequence[Arm]]],
+               points: Sequence[tuple[str, int]] | None = None) -> pd.DataFrame:
+    """For each named pair (A, B) of :func:`compare`: over the (block, k) points, how often A
+    is significantly better, how often it ties, how often B is better (exact McNemar, 5%), with
+    95% Wilson intervals of the rates, and the mean difference A - B (points)."""
+    rows = []
+    for label, (a, b) in pairs.items():
+        table = compare(result, a, b, points)
+        n = len(table)
+        if not n:
+            raise ValueError("no (block, k) points to compare")
+        t = {w: win_rate(int((table.winner == w).sum()), n) for w in ("A", "tie", "B")}
+        rows.append({"comparison": label, "points": n, "A wins": t["A"].wins,
+                     "ties": t["tie"].wins, "B wins": t["B"].wins,
+                     "A win rate (95% CI)": f"{100 * t['A'].rate:.0f}% "
+                                            f"({100 * t['A'].low:.0f}-{100 * t['A'].high:.0f}%)",
+                     "B win rate (95% CI)": f"{100 * t['B'].rate:.0f}% "
+                                            f"({100 * t['B'].low:.0f}-{100 * t['B'].high:.0f}%)",
+                     "mean difference (points)": round(100 * float(table.difference.mean()), 2)})
+    return pd.DataFrame(rows).set_index("comparison")
+
+
+def best_arm(result: SweepResult, arms: Sequence[Arm] | None = None) -> Arm:
+    """The (strategy, treatment) of highest mean accuracy over the pruned points."""
+    means = arm_means(result).stack()
+    if arms is not None:
+        means = means[[tuple(a) for a in arms]]
+    return tuple(means.idxmax())
+
+
+def refit_table(result: SweepResult) -> pd.DataFrame:
+    """The refit's calibration MSE (conv2 output, before bn2) before and after, per point."""
+    rows = [{"block": b, "kept_filters": k, "strategy": s, "mse_before": r.mse_before,
+             "mse_after": r.mse_after, "refit": r.refit}
+            for (b, k, s), r in result.refits.items()]
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["mse_ratio"] = df.mse_after / df.mse_before.where(df.mse_before > 0)
+    return df
+
+
 # --------------------------------------------------------------------------- the naive way
 
 
@@ -673,8 +715,10 @@ def naive_point(model: ResNet, block: str, k: int, strategy: str, treatment: str
     Deep-copies and prunes the whole network (clustering included; refit through
     :func:`~helpers.pruning.prune_block`), recalibrates all of its BN layers when the treatment
     says so, then evaluates it through a ``DataLoader`` (PIL images, torchvision ``ToTensor`` +
-    ``Normalize``, batch 100), in the sweep's precision (``bf16``). Returns the accuracy (a
-    fraction), and the logits too with ``return_logits``.
+    ``Normalize``, batch 100), in the sweep's precision (``bf16``). Batches are made
+    channels-last like the sweep's: in fp32 that changes nothing but rounding, in bf16 it
+    selects the same kernels, so that both give the same logits bit for bit on the CPU.
+    Returns the accuracy (a fraction), and the logits too with ``return_logits``.
     """
     treatment = _treatment(treatment)
     device = torch.device(device) if device else default_device()
@@ -695,7 +739,7 @@ def naive_point(model: ResNet, block: str, k: int, strategy: str, treatment: str
         loader = torch.utils.data.DataLoader(dataset, batch_size=NAIVE_BATCH, shuffle=False)
         correct, outputs = 0, []
         for x, y in loader:
-            z = pruned(x.to(device))
+            z = pruned(x.to(device).contiguous(memory_format=CHANNELS_LAST))
             correct += int((z.argmax(1).cpu() == y).sum())
             if return_logits:
                 outputs.append(z.float().cpu())

@@ -249,11 +249,33 @@ def test_merge_folds_bn_and_sums_conv2_slices(model, x):
     scale, shift = bn_scale_shift(b.bn1)
     w_fold = (b.conv1.weight * scale.view(-1, 1, 1, 1)).flatten(1)
     want = torch.as_tensor(c.centroids, dtype=torch.float32)
-    assert torch.allclose(torch.cat([w_fold, shift[:, None]], 1), want, atol=TOL)
     old_w2 = model.get_submodule(block).conv2.weight
-    for j in range(k):
-        members = torch.as_tensor(np.flatnonzero(c.labels == j))
+    order = np.argsort(c.nearest)  # channel j carries cluster order[j]
+    assert torch.allclose(torch.cat([w_fold, shift[:, None]], 1), want[order], atol=TOL)
+    for j, cluster in enumerate(order):
+        members = torch.as_tensor(np.flatnonzero(c.labels == cluster))
         assert torch.allclose(b.conv2.weight[:, j], old_w2[:, members].sum(1), atol=TOL)
+
+
+def test_keep_indices_say_which_channels_merge_keeps(model):
+    """merge keeps each cluster's nearest member's channel (its BN statistics), in index order:
+    the channels keep_indices reports."""
+    block, k = "layer2.2", 9
+    c = cluster_filters(model, block, k, fold_bn=True)
+    orig = model.get_submodule(block)
+    keep = keep_indices(orig, k, "merge", c)
+    b = prune_block(model, block, k, "merge", clustering=c).get_submodule(block)
+    assert torch.equal(b.bn1.running_mean, orig.bn1.running_mean[keep])
+    assert torch.equal(b.bn1.running_var, orig.bn1.running_var[keep])
+
+
+def test_a_clustering_knows_its_block_and_features(model):
+    c = cluster_filters(model, "layer1.0", 4, fold_bn=True)
+    assert (c.block, c.folded) == ("layer1.0", True)
+    with pytest.raises(ValueError, match="is of block layer1.0"):
+        prune_block(model, "layer1.1", 4, "merge", clustering=c)  # same shapes, another block
+    with pytest.raises(ValueError, match="does not fit"):
+        prune_block(model, "layer1.0", 4, "nearest", clustering=c)
 
 
 def test_empty_clusters_are_repaired_when_filters_repeat():

@@ -23,11 +23,14 @@ from helpers.sweep import (
     SweepResult,
     all_ks,
     arm_means,
+    best_arm,
     compare,
     distiller_kept,
     ieee_fp32,
     ks_at_fractions,
     naive_point,
+    refit_table,
+    scoreboard,
     sweep,
 )
 from tests.test_pruning import make_model, one_thread  # noqa: F401 (autouse fixture)
@@ -82,7 +85,7 @@ def test_fast_equals_naive_in_bf16(model, data, block, k, strategy, treatment):
     fast = b.point_logits(block, k, strategy, treatment)
     acc, naive = naive_point(model, block, k, strategy, treatment, test, labels, recal, refit,
                              bf16=True, return_logits=True, **RECAL)
-    assert torch.allclose(fast, naive, atol=0.05, rtol=0.05), (fast - naive).abs().max()
+    assert torch.allclose(fast, naive, atol=0.01, rtol=0.01), (fast - naive).abs().max()
     assert (fast.argmax(1) == labels).sum().item() / len(labels) == acc
 
 
@@ -160,6 +163,13 @@ def test_sweep_function_json_and_comparisons(tmp_path, model, data):
     best = compare(res, [("merge", "none"), ("merge", "refit+recal")], ("l1", "none"))
     assert (best.accuracy_a >= c.accuracy_a.clip(upper=best.accuracy_a)).all()
     assert list(arm_means(res).columns) == ["none", "refit+recal"]
+    board = scoreboard(res, {"merge vs l1": (("merge", "refit+recal"), ("l1", "none"))})
+    row = board.loc["merge vs l1"]
+    assert row.points == 2 and row["A wins"] + row.ties + row["B wins"] == 2
+    means = arm_means(res).stack()
+    assert means[best_arm(res)] == means.max()
+    refits = refit_table(res)
+    assert len(refits) == 4 and (refits.mse_after <= refits.mse_before).all()
 
 
 def test_the_model_given_is_untouched(data):
