@@ -10,7 +10,9 @@ Modules, one concept each:
 - :mod:`helpers.plots`   figures shared by the notebooks
 - :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
 - :mod:`helpers.clusters` many clusterings at once, elbow/silhouette scores, raw vs BN-folded
-- :mod:`helpers.sweep`   the fast (cached) per-block pruning sweep and its naive reference
+- :mod:`helpers.refit`   least-squares reconstruction of a pruned block's conv2 (ThiNet-style)
+- :mod:`helpers.stats`   Wilson intervals, exact McNemar paired tests, win rates
+- :mod:`helpers.sweep`   the fast (cached) per-block pruning sweep (treatments, paired comparisons)
 - :mod:`helpers.network` whole-network plans (uniform, sensitivity-guided), prune_network, latency
 """
 
