@@ -93,14 +93,14 @@ SIZES: dict[str, Sizes] = {
                          seed_pipeline_steps=10),
         clusters=ClusterSizes(score_points=8, null_draws=5, stability_seeds=5,
                               stability_kept=(0.25, 0.5, 0.75)),
-        sweep=SweepSizes(kept=(7 / 8, 3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),
+        sweep=SweepSizes(kept=(3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),  # + Distiller's k
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
                          seed_pipeline_steps=5),
         clusters=ClusterSizes(score_points=4, null_draws=1, stability_seeds=2,
                               stability_kept=(0.5,)),
-        sweep=SweepSizes(eval_images=200, kept=(3 / 4, 1 / 4), recal_batches=1,
+        sweep=SweepSizes(eval_images=200, kept=(1 / 4,), recal_batches=1,
                          recal_batch_size=64, refit_images=64, bf16=True, eval_batch_size=200),
     ),
 }

@@ -665,11 +665,11 @@ def scoreboard(result: SweepResult,
         t = {w: win_rate(int((table.winner == w).sum()), n) for w in ("A", "tie", "B")}
         rows.append({"comparison": label, "points": n, "A wins": t["A"].wins,
                      "ties": t["tie"].wins, "B wins": t["B"].wins,
-                     "A win rate (95% CI)": f"{100 * t['A'].rate:.0f}% "
-                                            f"({100 * t['A'].low:.0f}-{100 * t['A'].high:.0f}%)",
-                     "B win rate (95% CI)": f"{100 * t['B'].rate:.0f}% "
-                                            f"({100 * t['B'].low:.0f}-{100 * t['B'].high:.0f}%)",
-                     "mean difference (points)": round(100 * float(table.difference.mean()), 2)})
+                     "A win % (95% CI)": f"{100 * t['A'].rate:.0f} "
+                                         f"({100 * t['A'].low:.0f}-{100 * t['A'].high:.0f})",
+                     "B win % (95% CI)": f"{100 * t['B'].rate:.0f} "
+                                         f"({100 * t['B'].low:.0f}-{100 * t['B'].high:.0f})",
+                     "mean A - B (points)": round(100 * float(table.difference.mean()), 2)})
     return pd.DataFrame(rows).set_index("comparison")
 
 
