@@ -10,6 +10,20 @@ import torch
 from torch import Tensor
 
 sns.set_theme(style="whitegrid", context="notebook")
+plt.rcParams["figure.dpi"] = 80  # one style for the series; small figures keep notebooks light
+
+
+def show_jpeg(fig, quality: int = 80) -> None:
+    """Display ``fig`` as a JPEG (photos compress ~5x better than as PNG), then close it."""
+    import io
+
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=fig.dpi, bbox_inches="tight",
+                pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="jpeg"))
 
 
 def to_hwc(images: Tensor) -> np.ndarray:
@@ -48,30 +62,30 @@ def augmentation_preview(original: Tensor, augmented: list[Tensor]):
     return fig
 
 
-def class_counts(train_labels: Tensor, test_labels: Tensor, classes: list[str]):
-    """Bar chart of images per class in both splits."""
-    df = pd.DataFrame({
-        "class": [classes[i] for i in train_labels.tolist()] + [classes[i] for i in
-                                                                test_labels.tolist()],
-        "split": ["train"] * len(train_labels) + ["test"] * len(test_labels)})
-    g = sns.catplot(df, y="class", col="split", kind="count", sharex=False, height=3.2, aspect=1.2,
-                    color="steelblue", order=classes)
-    g.set_titles("{col_name} ({col_var})")
+def class_counts(splits: dict[str, Tensor], classes: list[str]):
+    """Bar chart of images per class, one panel per split (e.g. train / val / test labels)."""
+    df = pd.DataFrame({"class": [classes[i] for labels in splits.values()
+                                 for i in labels.tolist()],
+                       "split": [f"{name} ({len(labels):,})" for name, labels in splits.items()
+                                 for _ in range(len(labels))]})
+    g = sns.catplot(df, y="class", col="split", kind="count", sharex=False, height=3.0,
+                    aspect=0.9, color="steelblue", order=classes)
+    g.set_titles("{col_name} images")
     return g.figure
 
 
 def training_curves(history: list[dict], axes=None):
-    """Loss and accuracy per epoch, train and test."""
+    """Loss and accuracy per epoch: training (augmented) and validation."""
     df = pd.DataFrame(history)
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     ax_loss, ax_acc, ax_lr = axes
     ax_loss.plot(df.epoch, df.train_loss, label="train")
     ax_acc.plot(df.epoch, 100 * df.train_accuracy, label="train (augmented)")
-    if "test_loss" in df:
-        ax_loss.plot(df.epoch, df.test_loss, label="test")
-        ax_acc.plot(df.epoch, 100 * df.test_accuracy,
-                    label=f"test ({int(df.test_images.iloc[-1]):,} images)")
+    if "val_loss" in df:
+        ax_loss.plot(df.epoch, df.val_loss, label="validation")
+        ax_acc.plot(df.epoch, 100 * df.val_accuracy,
+                    label=f"validation ({int(df.val_images.iloc[-1]):,} images)")
     ax_lr.plot(df.epoch, df.lr, color="gray")
     for ax, title in zip(axes, ("loss", "accuracy (%)", "learning rate at epoch end"), strict=True):
         ax.set_title(title)
@@ -112,7 +126,8 @@ class LiveCurves:
         return training_curves(self.history)
 
 
-def confusion_matrix(logits: Tensor, labels: Tensor, classes: list[str], ax=None):
+def confusion_matrix(logits: Tensor, labels: Tensor, classes: list[str], ax=None,
+                     split: str = "validation"):
     """Row-normalised confusion matrix (% of each true class), with the image count."""
     pred = logits.argmax(1)
     n = len(classes)
@@ -124,7 +139,7 @@ def confusion_matrix(logits: Tensor, labels: Tensor, classes: list[str], ax=None
                 cmap="Blues", cbar=False, ax=ax)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"confusion matrix, % of each class ({len(labels):,} test images)")
+    ax.set_title(f"confusion matrix, % of each class ({len(labels):,} {split} images)")
     return ax.figure
 
 
@@ -438,114 +453,6 @@ def paired_differences(table: pd.DataFrame, title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-# --------------------------------------------------------------------------- notebook 05
-
-
-STAGE_LABELS = {"acc_pruned": "pruned", "acc_recalibrated": "+ BN recalibration",
-                "acc_finetuned": "+ fine-tuning"}
-
-
-def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats (no more cost and more accuracy), by cost."""
-    order = np.lexsort((-acc, cost))
-    front, best = [], -np.inf
-    for i in order:
-        if acc[i] > best:
-            front.append(i)
-            best = acc[i]
-    return np.array(front, dtype=np.int64)
-
-
-def pareto(df: pd.DataFrame, dense: dict, eval_images: int, accuracy: str = "acc_finetuned"):
-    """Accuracy against MACs and against parameters, one marker per pruned network.
-
-    ``df`` has columns macs, params, strategy, allocation, ``accuracy`` and a boolean
-    ``headline`` (drawn as stars: the longer fine-tuning); ``dense`` has macs, params, accuracy.
-    The grey line is the Pareto front of all points, the unpruned network included.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
-    short, head = df[~df.headline], df[df.headline]
-    for ax, (col, label, scale) in zip(axes, (("macs", "MACs (millions)", 1e6),
-                                              ("params", "parameters (thousands)", 1e3)),
-                                       strict=True):
-        sns.scatterplot(x=short[col] / scale, y=100 * short[accuracy], hue=short.strategy,
-                        style=short.allocation, s=70, ax=ax, legend=ax is axes[-1])
-        if len(head):
-            ax.scatter(head[col] / scale, 100 * head[accuracy], marker="*", s=260, c="gold",
-                       edgecolors="black", zorder=5,
-                       label=f"best per target, {_epochs(head.finetune_epochs)}")
-        ax.scatter([dense[col] / scale], [100 * dense["accuracy"]], marker="X", s=110, c="black",
-                   zorder=5, label="unpruned")
-        cost = np.r_[df[col].to_numpy(float), dense[col]] / scale
-        acc = 100 * np.r_[df[accuracy].to_numpy(float), dense["accuracy"]]
-        front = pareto_front(cost, acc)
-        ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1)
-        ax.set_xlabel(label)
-    axes[0].set_ylabel(f"top-1 accuracy (%), {eval_images:,} test images")
-    axes[-1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"Pruned ResNet20s after fine-tuning ({_epochs(short.finetune_epochs)}; "
-                 "stars: longer)", fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def recovery(df: pd.DataFrame, eval_images: int, dense_accuracy: float | None = None):
-    """Accuracy right after pruning, after BN recalibration and after fine-tuning, per config."""
-    long = df.melt(id_vars=["target", "strategy", "allocation"], value_vars=list(STAGE_LABELS),
-                   var_name="stage", value_name="accuracy")
-    long["stage"] = long.stage.map(STAGE_LABELS)
-    long["accuracy"] *= 100
-    long["target"] = long.target.map(lambda t: f"{t:.0%} of MACs removed")
-    g = sns.catplot(long, x="strategy", y="accuracy", hue="stage", col="target", row="allocation",
-                    kind="bar", height=3.0, aspect=1.25, palette="Blues",
-                    hue_order=list(STAGE_LABELS.values()), margin_titles=True)
-    if dense_accuracy is not None:
-        for ax in g.axes.flat:
-            ax.axhline(100 * dense_accuracy, color="black", lw=1, ls="--")
-    g.set_axis_labels("", "accuracy (%)")
-    g.set_titles(row_template="{row_name}", col_template="{col_name}")
-    g.figure.suptitle(f"What BN recalibration and fine-tuning recover ({eval_images:,} test "
-                      "images; dashed: unpruned)", fontsize=11, y=1.03)
-    return g.figure
-
-
-def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
-                          widths: tuple[int, ...], blocks: tuple[str, ...]):
-    """Left: the predicted accuracy loss of each block against the fraction it keeps (dots:
-    measured). Right: the fraction of filters each plan keeps in every block."""
-    from helpers.network import kept_count
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2),
-                                   gridspec_kw={"width_ratios": [1, 1.4]})
-    colors = sns.color_palette("viridis", len(blocks))
-    for color, name, width in zip(colors, blocks, widths, strict=True):
-        curve = 100 * sensitivity.loss[name]
-        ax1.plot(np.arange(width + 1) / width, curve, color=color, label=name)
-        pts = [r for r in sensitivity.measured if r["block"] == name]
-        baseline = sensitivity.dense_accuracy
-        ax1.scatter([kept_count(r["kept_filters"], width) / width for r in pts],
-                    [100 * (baseline - r["accuracy"]) for r in pts], color=color, s=18)
-    ax1.set_xlabel("fraction of the block's conv1 filters kept")
-    ax1.set_ylabel("predicted accuracy loss (points)")
-    ax1.set_title(f"Sensitivity of each block ({sensitivity.strategy}, pruned alone)")
-    ax1.legend(fontsize=7, ncol=3)
-    ax1.set_ylim(bottom=-1)
-    rows = [{"plan": label, "block": b, "kept": k / w}
-            for label, plan in plans.items() for b, k, w in zip(blocks, plan, widths, strict=True)]
-    sns.barplot(pd.DataFrame(rows), x="block", y="kept", hue="plan", ax=ax2, palette="tab20")
-    ax2.set_ylabel("fraction of conv1 filters kept")
-    ax2.set_xlabel("")
-    ax2.set_title("Plans: filters kept per block")
-    ax2.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
-
-
-def _epochs(values) -> str:
-    epochs = sorted(set(values))
-    return ", ".join(f"{e:g}" for e in epochs) + (" epoch" if epochs == [1] else " epochs")
 
 
 def _kept_fraction(kept, width: int) -> float:
