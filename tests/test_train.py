@@ -137,8 +137,9 @@ def test_distillation_pulls_the_student_towards_the_teacher(tiny_splits):
     cfg = TrainConfig(**{**CFG.__dict__, "distill_weight": 1.0, "epochs": 4, "lr": 0.02})
 
     def kl_to_teacher(student):
-        t = torch.log_softmax(predict(teacher, tiny_splits.train_images) / cfg.distill_temperature, 1)
-        s = torch.log_softmax(predict(student, tiny_splits.train_images) / cfg.distill_temperature, 1)
+        images, temp = tiny_splits.train_images, cfg.distill_temperature
+        t = torch.log_softmax(predict(teacher, images) / temp, 1)
+        s = torch.log_softmax(predict(student, images) / temp, 1)
         return torch.nn.functional.kl_div(s, t, reduction="batchmean", log_target=True).item()
 
     student = fresh()
