@@ -1,17 +1,22 @@
-"""Measuring a model: parameters, MACs, accuracy (always with its image count), latency."""
+"""Measuring a model: parameters, MACs, accuracy (always with its image count), latency
+(interleaved across models, with its spread)."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.data import normalize
+from helpers.stats import accuracy_interval, format_accuracy
 
 INPUT_SHAPE = (1, 3, 32, 32)
 
@@ -149,8 +154,12 @@ class Accuracy:
     def value(self) -> float:
         return self.correct / self.images
 
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Wilson score interval of the accuracy (:func:`helpers.stats.accuracy_interval`)."""
+        return accuracy_interval(self.correct, self.images, level)
+
     def __str__(self) -> str:
-        return f"{100 * self.value:.2f}% of {self.images:,} images"
+        return format_accuracy(self.correct, self.images)
 
     def __float__(self) -> float:
         return self.value
@@ -193,25 +202,92 @@ def per_class_accuracy(logits: Tensor, labels: Tensor, classes: list[str]) -> pd
     return pd.DataFrame(rows)
 
 
+@contextmanager
+def num_threads(threads: int | None):
+    """Run the block with ``torch.set_num_threads(threads)`` (None: leave as is); restore after."""
+    saved = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
+def _pass_seconds(model: nn.Module, x: Tensor, number: int) -> float:
+    """Seconds per forward pass, averaged over ``number`` consecutive passes."""
+    _sync(x.device)
+    t0 = time.perf_counter()
+    for _ in range(number):
+        model(x)
+    _sync(x.device)
+    return (time.perf_counter() - t0) / number
+
+
 def latency_ms(model: nn.Module, batch_size: int, device: str | torch.device = "cpu",
                repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock milliseconds of one eval forward pass of a random batch.
+    """Median wall-clock milliseconds of one eval forward pass of a random batch (one model).
 
-    The model is moved to ``device`` and left there in eval mode.
+    The model is moved to ``device`` and left there in eval mode. To compare models, use
+    :func:`compare_latency`, which interleaves them and reports the spread.
     """
+    table = compare_latency({"model": model}, batch_size, device, repeats, warmup, number=1)
+    return float(table.median_ms.iloc[0])
+
+
+def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
+                    device: str | torch.device = "cpu", repeats: int = 7, warmup: int = 2,
+                    number: int | None = None, threads: int | None = None,
+                    min_sample_s: float = 0.05) -> pd.DataFrame:
+    """Forward-pass latency of several models, measured round-robin, with its spread.
+
+    Every model is moved to ``device`` in eval mode, channels-last (the inputs' layout) and fed
+    the same random batch. After ``warmup`` untimed samples of each, ``repeats`` rounds time
+    every model in turn: one sample is the mean of ``number`` consecutive passes (by default
+    enough for the first model, normally the largest, to run ``min_sample_s``, so that the
+    clock's resolution and the per-call jitter of a batch of 1 do not dominate).
+    Interleaving makes a slow phase of the machine (another process, a clock change) hit all
+    models alike, instead of whichever was being timed then.
+
+    Args:
+        threads: CPU threads for the measurement (``torch.set_num_threads``, restored after);
+            None keeps the current setting. The frame records the number used.
+
+    Returns one row per model: ``model, batch_size, threads, number, repeats, median_ms,
+    q1_ms, q3_ms, min_ms, max_ms`` (milliseconds per forward pass; q1/q3: the quartiles).
+    """
+    if not models:
+        raise ValueError("compare_latency needs at least one model")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = torch.device(device)
-    model = model.to(device).eval()
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(
         memory_format=torch.channels_last)
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
+    nets = {name: m.to(device).eval().to(memory_format=torch.channels_last)
+            for name, m in models.items()}
+    with num_threads(threads if device.type == "cpu" else None) as used:
+        if number is None:
+            first = next(iter(nets.values()))
+            _pass_seconds(first, x, 1)  # the first call pays one-off costs (kernel selection)
+            number = max(1, math.ceil(min_sample_s / max(_pass_seconds(first, x, 1), 1e-6)))
+        times: dict[str, list[float]] = {name: [] for name in nets}
+        for r in range(warmup + repeats):
+            for name, net in nets.items():
+                seconds = _pass_seconds(net, x, number)
+                if r >= warmup:
+                    times[name].append(1000 * seconds)
+    rows = []
+    for name, t in times.items():
+        q1, median, q3 = np.percentile(t, [25, 50, 75])
+        rows.append({"model": name, "batch_size": batch_size, "threads": used, "number": number,
+                     "repeats": repeats, "median_ms": float(median), "q1_ms": float(q1),
+                     "q3_ms": float(q3), "min_ms": float(min(t)), "max_ms": float(max(t))})
+    return pd.DataFrame(rows)

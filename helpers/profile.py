@@ -67,7 +67,29 @@ class SweepSizes:
 
 @dataclass(frozen=True)
 class NetworkSizes:
-    """Notebook 05: whole-network pruning, fine-tuning and latency."""
+    """Notebook 05: whole-network pruning, fine-tuning and latency (defaults: the full profile).
+
+    Every target gets one fine-tuned network: the most accurate (on validation images, after
+    prune + refit + recalibration) of its ``strategies`` x {uniform, sensitivity} plans.
+    """
+
+    targets: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)  # fractions of the MACs removed
+    strategies: tuple[str, ...] = ("l1", "merge", "nearest", "random")
+    eval_images: int | None = None  # validation images every choice is made on (None: 5,000)
+    refit_images: int = 1024  # augmented training images each conv2 refit is computed on
+    recal_batches: int = 10  # batches of 256 augmented training images for BN recalibration
+    # Only when notebook 04's sweep (results/block_pruning.json) is missing or from another
+    # checkpoint, notebook 05 measures the sensitivity itself, at these kept fractions and on
+    # this many validation images:
+    sensitivity_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    sensitivity_images: int = 5000
+    finetune_images: int | None = None  # training images for fine-tuning (None: all 45,000)
+    batch_size: int = 256
+    lr: float = 0.04  # peak of the cosine schedule
+    headline_epochs: int = 30  # the headline target, and the unpruned control
+    other_epochs: int = 10  # every other target, and the run without distillation
+    timing_steps: int = 5  # training steps per set-up and round when timing fine-tuning costs
+    latency_repeats: int = 7  # interleaved rounds of timed forward passes (median, quartiles)
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ SIZES: dict[str, Sizes] = {
         clusters=ClusterSizes(score_points=None, null_draws=20, stability_seeds=10,
                               stability_kept=(0.125, 0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=None, bf16=False, eval_batch_size=2000),
+        network=NetworkSizes(),
     ),
     "cpu": Sizes(
         train=TrainSizes(epochs=35, batch_size=256, lr=0.2, warmup_epochs=2, train_images=None,
@@ -94,6 +117,8 @@ SIZES: dict[str, Sizes] = {
         clusters=ClusterSizes(score_points=8, null_draws=5, stability_seeds=5,
                               stability_kept=(0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=(3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),  # + Distiller's k
+        network=NetworkSizes(strategies=("l1", "merge", "random"), sensitivity_images=1000,
+                             headline_epochs=12, other_epochs=2),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
@@ -102,6 +127,11 @@ SIZES: dict[str, Sizes] = {
                               stability_kept=(0.5,)),
         sweep=SweepSizes(eval_images=200, kept=(1 / 4,), recal_batches=1,
                          recal_batch_size=64, refit_images=64, bf16=True, eval_batch_size=200),
+        network=NetworkSizes(targets=(0.3, 0.5), strategies=("l1",), eval_images=500,
+                             refit_images=128, recal_batches=1, sensitivity_fractions=(0.5,),
+                             sensitivity_images=200,
+                             finetune_images=512, batch_size=128, headline_epochs=1,
+                             other_epochs=1, timing_steps=1, latency_repeats=5),
     ),
 }
 

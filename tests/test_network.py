@@ -1,38 +1,48 @@
-"""Whole-network pruning: plans, exact MACs, prune_network, save/load, resumable fine-tuning."""
+"""Whole-network pruning: plans, exact MACs, prune_network with refit, sensitivity, save/load,
+resumable fine-tuning, latency, figures."""
 
 import json
 import random
 
+import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from helpers.metrics import count_macs, count_params
+from helpers import network_plots
+from helpers.finetune import ResultCache, compare_step_seconds, finetune, model_fingerprint
+from helpers.metrics import compare_latency, count_macs, count_params
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
 from helpers.network import (
+    block_sensitivity,
+    fold_bn,
+    measure_sensitivity,
+    prune_network,
+    sensitivity_from_json,
+)
+from helpers.plans import (
     MACS_PER_FILTER,
     Sensitivity,
-    block_sensitivity,
     check_plan,
-    compare_latency,
-    fold_bn,
+    kept_count,
     macs_removed,
     plan_macs,
     plan_params,
-    prune_network,
-    sensitivity_from_json,
     sensitivity_plan,
     uniform_plan,
 )
-from helpers.pruning import recalibrate_bn
-from helpers.train import TrainConfig, finetune_config, train
+from helpers.train import finetune_config
+
+matplotlib.use("Agg")
 
 TARGETS = (0.1, 0.3, 0.5, 0.7, 0.85)
+TINY = (4, 4, 4, 8, 8, 8, 8, 8, 8)  # a narrow ResNet20: fast on a CPU
 
 
-def dense(seed=0, shortcut="conv3x3"):
+def dense(seed=0, shortcut="conv3x3", widths=None):
     torch.manual_seed(seed)
-    model = resnet20(shortcut)
+    model = resnet20(shortcut, widths)
     with torch.no_grad():  # non-trivial BN statistics, as in a trained network
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -43,6 +53,11 @@ def dense(seed=0, shortcut="conv3x3"):
     return model.eval()
 
 
+def images(n, seed=0):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
 def fake_sensitivity(dense_accuracy=0.9):
     """Stage 1 most sensitive, first block of a stage twice as sensitive, quadratic curves."""
     records = []
@@ -50,7 +65,7 @@ def fake_sensitivity(dense_accuracy=0.9):
         s = {"layer1": 0.3, "layer2": 0.15, "layer3": 0.05}[name[:6]] * (
             2 if name.endswith(".0") else 1)
         for f in (0.25, 0.5, 0.75):
-            records.append({"block": name, "strategy": "merge", "bn_recalibration": True,
+            records.append({"block": name, "strategy": "l1", "treatment": "refit+recal",
                             "kept_filters": round(f * width),
                             "accuracy": dense_accuracy - s * (1 - f) ** 2})
     return Sensitivity.from_records(records, dense_accuracy)
@@ -77,10 +92,10 @@ def test_closed_form_macs_equal_measured_macs(shortcut):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("round_to", [1, 4])
+@pytest.mark.parametrize("round_to", [1, 4, 8])
 def test_uniform_plan_hits_target_and_stays_uniform(target, round_to):
-    if round_to == 4 and target > 0.8:
-        with pytest.raises(ValueError, match="multiple of 4"):
+    if macs_removed([min(round_to, w) for w in DEFAULT_WIDTHS]) < target:  # unreachable
+        with pytest.raises(ValueError, match=f"multiple of {round_to}"):
             uniform_plan(target, round_to=round_to)
         return
     plan = uniform_plan(target, round_to=round_to)
@@ -102,6 +117,11 @@ def test_sensitivity_plan_hits_target_and_beats_uniform(target):
         assert np.mean(plan[6:]) / 64 < np.mean(plan[:3]) / 16
 
 
+def test_sensitivity_plan_with_round_to_keeps_multiples():
+    plan = sensitivity_plan(0.5, fake_sensitivity(), round_to=8)
+    assert all(k % 8 == 0 for k in plan) and macs_removed(plan) >= 0.5
+
+
 def test_sensitivity_plan_is_optimal_against_random_feasible_plans():
     sens, target = fake_sensitivity(), 0.5
     best = sens.predicted_loss(sensitivity_plan(target, sens))
@@ -116,10 +136,10 @@ def test_sensitivity_plan_is_optimal_against_random_feasible_plans():
 
 
 def test_sensitivity_curves_are_monotone_and_zero_at_full_width():
-    records = [{"block": n, "strategy": "merge", "bn_recalibration": True, "kept_filters": 0.5,
+    records = [{"block": n, "strategy": "l1", "treatment": "refit+recal", "kept_filters": 0.5,
                 "accuracy": 0.95} for n in BLOCK_NAMES]  # noisy: "better" than dense
-    records += [{"block": "layer1.0", "strategy": "l1", "bn_recalibration": True,
-                 "kept_filters": 8, "accuracy": 0.1}]  # another strategy: ignored
+    records += [{"block": "layer1.0", "strategy": "l1", "treatment": "recal",
+                 "kept_filters": 8, "accuracy": 0.1}]  # another treatment: ignored
     sens = Sensitivity.from_records(records, 0.9)
     for name, width in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True):
         curve = sens.loss[name]
@@ -127,6 +147,30 @@ def test_sensitivity_curves_are_monotone_and_zero_at_full_width():
         assert np.all(np.diff(curve) <= 1e-12) and np.all(curve >= 0)
     with pytest.raises(ValueError, match="layer1.0"):
         Sensitivity.from_records(records[1:], 0.9)
+    with pytest.raises(ValueError, match="treatment"):
+        Sensitivity.from_records(records, 0.9, treatment="refit")
+
+
+def test_older_records_map_bn_recalibration_to_a_treatment():
+    records = [{"block": n, "strategy": "l1", "bn_recalibration": True, "kept_filters": 0.5,
+                "accuracy": 0.8} for n in BLOCK_NAMES]
+    sens = Sensitivity.from_records(records, 0.9, treatment="recal")
+    assert sens.loss["layer2.0"][16] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="no 'l1' records"):
+        Sensitivity.from_records(records, 0.9, treatment="none")
+
+
+@pytest.mark.parametrize("kept, width, count", [
+    (1.0, 16, 16), (0.5, 16, 8), (0.01, 64, 1), (1, 16, 1), (8, 32, 8), (8.0, 32, 8),
+    (np.float64(1.0), 64, 64), (np.int64(3), 16, 3)])
+def test_kept_count_reads_fractions_and_counts(kept, width, count):
+    assert kept_count(kept, width) == count
+
+
+@pytest.mark.parametrize("kept", [2.5, True, 17, -1])
+def test_kept_count_rejects_what_is_neither(kept):
+    with pytest.raises(ValueError):
+        kept_count(kept, 16)
 
 
 def test_unreachable_target_raises():
@@ -198,71 +242,212 @@ def test_merge_of_duplicated_filters_is_exact_for_the_whole_network():
     torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+@torch.no_grad()
+def test_refit_in_order_recovers_what_duplicated_channels_carried():
+    """Every block's conv1 channels come in identical pairs (weights and BN affine), and the
+    network's BN statistics are those of the refit images. "nearest" keeps one channel of each
+    pair and drops the other's conv2 slice: the network changes. Refit in order puts the dropped
+    slice back (least squares finds conv2 = sum of the pair's slices), block after block on the
+    already pruned upstream, so the whole network computes what the unpruned one does, also on
+    other images."""
+    from helpers.data import normalize
+    from helpers.pruning import recalibrate_bn
+
+    model = dense(1)
+    for block in model.blocks().values():
+        half = block.conv1.out_channels // 2
+        block.conv1.weight[half:] = block.conv1.weight[:half]
+        block.bn1.weight[half:] = block.bn1.weight[:half]
+        block.bn1.bias[half:] = block.bn1.bias[:half]
+    calibration = images(64, 1)
+    recalibrate_bn(model, calibration, batches=1)  # augmented, seed 0, as the refit's images
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = [w // 2 for w in DEFAULT_WIDTHS]
+    plain = prune_network(model, plan, "nearest")
+    fitted = prune_network(model, plan, "nearest", refit_images=calibration, ridge=1e-8)
+    reports = fitted.meta["refit"]
+    assert [r["block"] for r in reports] == list(BLOCK_NAMES)  # every block, in order
+    assert all(r["mse_after"] < 1e-6 * r["mse_before"] for r in reports)
+    assert fitted.meta["refit_images"] == 64 and "recal_images" not in fitted.meta
+    assert fitted.widths == tuple(plan) and count_macs(fitted) == plan_macs(plan)
+    x = normalize(images(16, 5))
+    want = model.eval()(x)
+    torch.testing.assert_close(fitted(x), want, rtol=0, atol=2e-3)
+    assert (plain(x) - want).abs().max() > 0.1  # without the refit, far from it
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_refit_keeps_the_plan_of_already_narrow_models():
+    model = dense(3, widths=TINY)
+    pruned = prune_network(model, (2, 4, 4, 4, 8, 8, 4, 8, 8), "merge", refit_images=images(16),
+                           batch_size=8)
+    assert pruned.widths == (2, 4, 4, 4, 8, 8, 4, 8, 8)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_score_keeps_what_restore_needs(tiny_splits, tmp_path):
+    from helpers.network import correct, restore, score
+
+    model = dense(widths=TINY)
+    plan = (2, 4, 3, 8, 5, 8, 8, 6, 8)
+    r = score(model, plan, "l1", tiny_splits.val_images, tiny_splits.val_labels,
+              tiny_splits.train_images, refit_images=16, recal_batches=1)
+    assert r["plan"] == list(plan) and r["treatment"] == "refit+recal" and r["images"] == 10
+    assert r["macs"] == count_macs(resnet20("conv3x3", plan))
+    cache = ResultCache(tmp_path / "state.pt")  # plain values and tensors survive a cache
+    cache({"k": 1}, lambda: r)
+    again = ResultCache(tmp_path / "state.pt")({"k": 1}, lambda: None)
+    net = restore(again, "conv3x3")
+    assert net.widths == plan
+    ok = correct(net, tiny_splits.val_images, tiny_splits.val_labels)
+    assert torch.equal(torch.from_numpy(ok), r["correct"]) and ok.mean() == r["accuracy"]
+
+
 def test_pruned_model_save_load_round_trip(tmp_path):
-    pruned = prune_network(dense(), uniform_plan(0.3), "merge")
-    recalibrate_bn(pruned, torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8),
-                   batches=2, batch_size=32)
+    pruned = prune_network(dense(widths=TINY), (2, 4, 3, 8, 5, 8, 8, 6, 8), "l1",
+                           refit_images=images(16), recal_images=images(32), recal_batches=1)
     path = tmp_path / "pruned.pt"
-    save_model(pruned, path, target=0.3)
+    save_model(pruned, path, target=0.3, refit=pruned.meta["refit"])
     loaded = load_model(path)
-    assert loaded.widths == pruned.widths and loaded.shortcut == "conv3x3"
-    assert loaded.meta == {"target": 0.3}
+    assert loaded.widths == pruned.widths == (2, 4, 3, 8, 5, 8, 8, 6, 8)
+    assert loaded.shortcut == "conv3x3" and loaded.meta["target"] == 0.3
+    assert len(loaded.meta["refit"]) == 9
     x = torch.randn(4, 3, 32, 32)
-    assert torch.equal(loaded.eval()(x), pruned.eval()(x))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), pruned.eval()(x))
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def test_block_sensitivity_records(tiny_splits):
+    model = dense(widths=TINY)
+    records = block_sensitivity(model, tiny_splits.val_images, tiny_splits.val_labels,
+                                tiny_splits.train_images, "l1", fractions=(0.5,),
+                                refit_images=16, recal_batches=1)
+    assert [r["block"] for r in records] == list(BLOCK_NAMES)
+    assert [r["kept_filters"] for r in records] == [w // 2 for w in TINY]
+    assert all(r["treatment"] == "refit+recal" and 0 <= r["accuracy"] <= 1
+               and r["eval_images"] == 10 for r in records)
+
+
+def test_measure_sensitivity_gives_a_usable_plan(tiny_splits):
+    sens = measure_sensitivity(dense(), tiny_splits.val_images, tiny_splits.val_labels,
+                               tiny_splits.train_images, "l1", fractions=(0.5,),
+                               treatment="recal", recal_batches=1)
+    assert sens.treatment == "recal" and len(sens.measured) == 9
+    assert within_one_filter_per_block(sensitivity_plan(0.5, sens), 0.5)
+
+
+def test_sensitivity_from_json_checks_split_device_and_checkpoint(tiny_splits, tmp_path):
+    from helpers.metrics import accuracy
+
+    model = dense(widths=TINY)
+    val, labels = tiny_splits.val_images, tiny_splits.val_labels
+    acc8 = accuracy(model, val[:8], labels[:8]).value
+    records = [{"block": n, "strategy": s, "treatment": t, "kept_filters": w // 2,
+                "accuracy": 0.05} for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)
+               for s in ("merge", "l1") for t in ("none", "refit+recal")]
+    saved = {"eval_images": 8, "eval_split": "val", "device": "cpu", "dense_accuracy": acc8,
+             "dense_accuracy_recalibrated": 0.25, "records": records}
+    path = tmp_path / "block_pruning.json"
+    assert sensitivity_from_json(path, model, val, labels)[0] is None  # missing
+    path.write_text(json.dumps(saved))
+    sens, why = sensitivity_from_json(path, model, val, labels, "l1")
+    assert sens is not None and "9 'l1' points" in why and sens.treatment == "refit+recal"
+    assert sens.dense_accuracy == 0.25  # the recalibrated baseline
+    assert sens.loss["layer1.0"][8] == pytest.approx(0.2)
+    for change, reason in [({"eval_split": "test"}, "'test' split"),
+                           ({"device": "NVIDIA H100"}, "not on cpu"),
+                           ({"dense_accuracy": acc8 + 0.5}, "another checkpoint"),
+                           ({"eval_images": 11}, "11 images"),
+                           ({"records": records[4:]}, "layer1.0")]:
+        path.write_text(json.dumps(saved | change))
+        sens, why = sensitivity_from_json(path, model, val, labels, "l1")
+        assert sens is None and reason in why, why
 
 
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def test_finetune_with_distillation_resumes_to_the_uninterrupted_result(tiny_data, tmp_path):
-    torch.manual_seed(2)
-    teacher = resnet20("A", (4, 4, 4, 8, 8, 8, 8, 8, 8)).eval()  # small: fast on a CPU
+def test_finetune_resumes_and_then_reuses_the_finished_run(tiny_splits, tmp_path):
+    teacher = dense(4, "A", TINY)
     plan = (2, 2, 2, 4, 4, 4, 4, 4, 4)
     cfg = finetune_config(epochs=2, lr=0.05, batch_size=32, checkpoint_every=1)
-    assert cfg.warmup_epochs <= 1 and cfg.distill_weight > 0
+    key = {"dense": model_fingerprint(teacher), "plan": plan}
 
     def run(**kw):
         student = prune_network(teacher, plan, "l1")
-        history = train(student, tiny_data, cfg, device="cpu", teacher=teacher, progress=False,
-                        **kw)
-        return student, history
+        return finetune(student, tiny_splits, cfg, tmp_path, "p", key, teacher=teacher,
+                        progress=False, **kw)
 
-    reference, ref_history = run()
+    reference = run()
+    assert reference.epochs_run == 2 and len(reference.history) == 2
+    reference.path.unlink()
 
     def interrupt(record):
         if record["epoch"] == 1:
             raise KeyboardInterrupt
 
-    ckpt = tmp_path / "finetune.pt"
     with pytest.raises(KeyboardInterrupt):
-        run(checkpoint=ckpt, callback=interrupt)
-    resumed, history = run(checkpoint=ckpt)
-    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in ref_history]
-    assert isinstance(cfg, TrainConfig)
+        run(callback=interrupt)
+    resumed = run()
+    assert resumed.epochs_run == 1 and resumed.path.name.startswith("finetune_state_p_")
+    again = run()  # finished: loaded, nothing trained
+    assert again.epochs_run == 0 and again.train_seconds == resumed.train_seconds
+    for a, b, c in zip(reference.model.state_dict().values(), resumed.model.state_dict().values(),
+                       again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b) and torch.equal(b, c)
+    other = finetune(prune_network(teacher, plan, "l1"), tiny_splits, cfg, tmp_path, "p",
+                     key | {"plan": "other"}, teacher=teacher, progress=False)
+    assert other.path != again.path and other.epochs_run == 2
+
+
+def test_result_cache_computes_each_key_once_and_survives_a_restart(tmp_path):
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"accuracy": value, "correct": torch.tensor([True, False])}
+
+    path = tmp_path / "network_state_ci.pt"
+    cache = ResultCache(path)
+    assert cache({"plan": [1, 2]}, lambda: compute(0.5))["accuracy"] == 0.5
+    assert cache({"plan": [1, 2]}, lambda: compute(0.7))["accuracy"] == 0.5
+    assert cache({"plan": [2, 2]}, lambda: compute(0.7))["accuracy"] == 0.7
+    again = ResultCache(path)  # a new process
+    assert len(again) == 2 and again.computed == 0
+    assert torch.equal(again({"plan": [1, 2]}, lambda: compute(0.9))["correct"],
+                       torch.tensor([True, False]))
+    assert calls == [0.5, 0.7]
+
+
+def test_compare_step_seconds_times_every_setup_without_training_them():
+    student, teacher = dense(5, widths=(2,) * 9), dense(6, widths=TINY)
+    before = [p.clone() for p in student.parameters()]
+    cfg = finetune_config(epochs=1, batch_size=8)
+    table = compare_step_seconds({"alone": (student, None), "taught": (student, teacher)}, cfg,
+                                 steps=1, rounds=2)
+    assert list(table.setup) == ["alone", "taught"]
+    assert (table.seconds_per_step > 0).all() and (table["min"] <= table["max"]).all()
+    assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
 
 
 # --------------------------------------------------------------------------- measuring
 
 
-def test_block_sensitivity_records(tiny_data):
-    model = resnet20("conv3x3").eval()
-    records = block_sensitivity(model, tiny_data.test_images, tiny_data.test_labels,
-                                tiny_data.train_images[:16], "l1", fractions=(0.5,),
-                                recalibration_batches=1)
-    assert [r["block"] for r in records] == list(BLOCK_NAMES)
-    assert [r["kept_filters"] for r in records] == [w // 2 for w in DEFAULT_WIDTHS]
-    assert all(r["bn_recalibration"] and 0 <= r["accuracy"] <= 1 and r["eval_images"] == 10
-               for r in records)
-    sens = Sensitivity.from_records(records, 0.5, strategy="l1")
-    assert within_one_filter_per_block(sensitivity_plan(0.5, sens), 0.5)
-
-
-def test_compare_latency_measures_every_model():
-    models = {"dense": resnet20(), "pruned": resnet20(widths=(4,) * 9)}
-    ms = compare_latency(models, batch_size=2, rounds=2, repeats=2, warmup=1)
-    assert set(ms) == {"dense", "pruned"} and all(v > 0 for v in ms.values())
+def test_compare_latency_reports_median_and_spread_and_restores_threads():
+    threads = torch.get_num_threads()
+    models = {"dense": resnet20(widths=TINY), "pruned": resnet20(widths=(2,) * 9)}
+    table = compare_latency(models, batch_size=2, repeats=3, warmup=1, threads=1)
+    assert list(table.model) == ["dense", "pruned"] and (table.threads == 1).all()
+    assert (table.repeats == 3).all() and (table.number >= 1).all()
+    assert ((table.min_ms <= table.q1_ms) & (table.q1_ms <= table.median_ms)
+            & (table.median_ms <= table.q3_ms) & (table.q3_ms <= table.max_ms)).all()
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="at least one model"):
+        compare_latency({}, 2)
 
 
 def test_fold_bn_computes_the_same_function_without_bn():
@@ -275,24 +460,30 @@ def test_fold_bn_computes_the_same_function_without_bn():
         torch.testing.assert_close(folded(x), pruned.eval()(x), rtol=1e-4, atol=1e-4)
 
 
-def test_sensitivity_from_json_checks_images_device_and_checkpoint(tmp_path):
-    records = [{"block": n, "strategy": s, "bn_recalibration": True, "kept_filters": w // 2,
-                "accuracy": 0.8} for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)
-               for s in ("merge", "l1")]
-    saved = {"eval_images": 1000, "device": "NVIDIA H100 80GB HBM3", "dense_accuracy": 0.9,
-             "dense_accuracy_recalibrated": 0.89, "records": records}
-    path = tmp_path / "block_pruning.json"
-    assert sensitivity_from_json(path, 0.9, 1000, "cuda")[0] is None  # missing
-    path.write_text(json.dumps(saved))
-    sens, why = sensitivity_from_json(path, 0.9, 1000, "cuda")
-    assert sens is not None and "9 'merge' points" in why
-    assert sens.dense_accuracy == 0.89  # recalibrated records: the recalibrated baseline
-    assert sens.loss["layer1.0"][8] == pytest.approx(0.09)
-    for args, reason in [((0.9, 500, "cuda"), "500"), ((0.9, 1000, "cpu"), "not on cpu"),
-                         ((0.95, 1000, "cuda"), "another checkpoint")]:
-        sens, why = sensitivity_from_json(path, *args)
-        assert sens is None and reason in why, why
-    saved["records"] = records[2:]  # layer1.0 missing
-    path.write_text(json.dumps(saved))
-    sens, why = sensitivity_from_json(path, 0.9, 1000, "cuda")
-    assert sens is None and "layer1.0" in why
+# --------------------------------------------------------------------------- figures
+
+
+def test_network_figures_draw():
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame([
+        {"macs": 20e6, "params": 150e3, "strategy": "l1", "acc_pruned": 0.8,
+         "acc_finetuned": 0.9},
+        {"macs": 25e6, "params": 180e3, "strategy": "merge", "acc_pruned": 0.82,
+         "acc_finetuned": np.nan}])
+    dense_point = {"macs": 41e6, "params": 270e3, "accuracy": 0.91, "finetuned_accuracy": 0.915}
+    figs = [network_plots.pareto(df, dense_point, 5000)]
+    ladder = pd.DataFrame([{"strategy": s, "stage": st, "accuracy": a}
+                           for s in ("l1", "merge")
+                           for st, a in (("none", 0.2), ("recal", 0.6), ("refit+recal", 0.8))])
+    figs.append(network_plots.recovery(ladder, 0.91, 5000))
+    figs.append(network_plots.finetune_curves(
+        {"50%": [{"epoch": 1, "val_accuracy": 0.85, "val_images": 5000},
+                 {"epoch": 2, "val_accuracy": 0.88, "val_images": 5000}]}, 0.91))
+    figs.append(network_plots.sensitivity_and_plans(
+        fake_sensitivity(), {"uniform": uniform_plan(0.5)}, DEFAULT_WIDTHS, BLOCK_NAMES))
+    assert all(len(f.axes) >= 1 for f in figs)
+    front = network_plots.pareto_front(np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.4, 0.9]))
+    assert front.tolist() == [0, 2]
+    for f in figs:
+        plt.close(f)

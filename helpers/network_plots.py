@@ -1,0 +1,184 @@
+"""Figures of notebook 05 (whole-network pruning): plans, recovery, fine-tuning, Pareto front.
+
+Published anchors (ResNet20 on CIFAR-10, full 10,000-image test set, their own baselines):
+
+- Distiller's model zoo, filter pruning: 90.89% top-1 from a 91.78% network, at 24.7 M MACs
+  (of their 40.8 M). Drawn at its absolute accuracy and MACs.
+- FPGM (He et al., CVPR 2019): about 1.1 points lost at about 42% of FLOPs removed. Their
+  unpruned accuracy differs from ours, so it is drawn RELATIVE to this notebook's reference:
+  at 58% of our unpruned MACs, 1.1 points below our reference accuracy (hollow marker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from helpers.plots import STRATEGY_COLORS
+
+STAGE_LABELS = {"none": "pruned", "recal": "+ BN recalibration",
+                "refit+recal": "+ conv2 refit + BN recalibration", "finetuned": "+ fine-tuning"}
+DISTILLER = {"macs": 24.7e6, "accuracy": 0.9089, "dense_macs": 40.8e6, "dense_accuracy": 0.9178}
+FPGM = {"macs_removed": 0.42, "drop": 0.011}
+GOAL_POINTS = 0.5  # the target: at most this many points below the reference
+
+
+def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats (no more cost and more accuracy), by cost."""
+    order = np.lexsort((-acc, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return np.array(front, dtype=np.int64)
+
+
+def _anchors(ax, dense_macs: float, reference: float) -> None:
+    """The published points on a MACs (millions) axis, accuracies in %."""
+    d = DISTILLER
+    ax.plot([d["dense_macs"] / 1e6, d["macs"] / 1e6],
+            [100 * d["dense_accuracy"], 100 * d["accuracy"]], color="tab:purple", lw=0.8, ls=":")
+    ax.scatter([d["macs"] / 1e6], [100 * d["accuracy"]], marker="D", s=60, color="tab:purple",
+               zorder=6, label="Distiller filter pruning (its 91.78% network)")
+    x = (1 - FPGM["macs_removed"]) * dense_macs / 1e6
+    y = 100 * (reference - FPGM["drop"])
+    ax.scatter([x], [y], marker="s", s=60, facecolors="none", edgecolors="tab:brown",
+               linewidths=1.5, zorder=6,
+               label=f"FPGM: -{100 * FPGM['drop']:.1f} points at {FPGM['macs_removed']:.0%} "
+                     "removed (relative to our reference)")
+
+
+def pareto(df: pd.DataFrame, dense: Mapping[str, float], eval_images: int,
+           anchors: bool = True):
+    """Validation accuracy against MACs and against parameters, before and after fine-tuning.
+
+    ``df``: one row per pruned network with ``macs, params, acc_pruned`` (after refit and
+    recalibration) and optionally ``acc_finetuned`` (NaN where not fine-tuned), plus
+    ``strategy``. ``dense``: ``macs, params, accuracy`` and optionally ``finetuned_accuracy``
+    (the fine-tuned unpruned control). Hollow markers: before fine-tuning; filled: after, with
+    an arrow from one to the other. The shaded band is the goal: within
+    :data:`GOAL_POINTS` of the reference (the better of the two unpruned networks).
+    """
+    reference = max(dense["accuracy"], dense.get("finetuned_accuracy", -1.0))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
+    tuned = df[df.get("acc_finetuned", pd.Series(np.nan, index=df.index)).notna()]
+    for ax, (col, label, scale) in zip(axes, (("macs", "MACs per image (millions)", 1e6),
+                                              ("params", "parameters (thousands)", 1e3)),
+                                       strict=True):
+        for strategy, g in df.groupby("strategy"):
+            color = STRATEGY_COLORS.get(strategy)
+            ax.scatter(g[col] / scale, 100 * g.acc_pruned, s=40, facecolors="none",
+                       edgecolors=color, label=f"{strategy}, before fine-tuning")
+        for strategy, g in tuned.groupby("strategy"):
+            color = STRATEGY_COLORS.get(strategy)
+            ax.scatter(g[col] / scale, 100 * g.acc_finetuned, s=70, color=color,
+                       edgecolors="black", zorder=5, label=f"{strategy}, fine-tuned")
+            for r in g.itertuples():
+                ax.annotate("", (getattr(r, col) / scale, 100 * r.acc_finetuned),
+                            (getattr(r, col) / scale, 100 * r.acc_pruned),
+                            arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8})
+        ax.scatter([dense[col] / scale], [100 * dense["accuracy"]], marker="X", s=110,
+                   c="black", zorder=6, label="unpruned")
+        if "finetuned_accuracy" in dense:
+            ax.scatter([dense[col] / scale], [100 * dense["finetuned_accuracy"]], marker="P",
+                       s=110, c="dimgray", zorder=6, label="unpruned, fine-tuned (control)")
+        ax.axhspan(100 * reference - GOAL_POINTS, 100 * reference, color="green", alpha=0.08,
+                   label=f"within {GOAL_POINTS} point of the better unpruned")
+        if len(tuned):
+            cost = np.r_[tuned[col].to_numpy(float), dense[col]] / scale
+            acc = 100 * np.r_[tuned.acc_finetuned.to_numpy(float), reference]
+            front = pareto_front(cost, acc)
+            ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1)
+        ax.set_xlabel(label)
+    if anchors:
+        _anchors(axes[0], dense["macs"], reference)
+    low = np.nanmin(100 * df.acc_pruned.to_numpy(float)) if len(df) else 100 * reference
+    axes[0].set_ylim(max(0.0, min(low, 100 * reference - 3) - 1), 100 * reference + 1.5)
+    axes[0].set_ylabel(f"top-1 accuracy (%), {eval_images:,} validation images")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.13))
+    fig.suptitle("Pruned ResNet20s: accuracy against cost (dashed: Pareto front after "
+                 "fine-tuning)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def recovery(ladder: pd.DataFrame, reference: float, eval_images: int):
+    """What each step buys: accuracy after every step, one group of bars per strategy.
+
+    ``ladder``: rows ``{strategy, stage, accuracy}`` with ``stage`` a key of
+    :data:`STAGE_LABELS`; the dashed line is the reference (better unpruned network).
+    """
+    d = ladder.assign(step=ladder.stage.map(STAGE_LABELS), accuracy=100 * ladder.accuracy)
+    order = [v for k, v in STAGE_LABELS.items() if k in set(ladder.stage)]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.barplot(d, x="strategy", y="accuracy", hue="step", hue_order=order, palette="Blues",
+                ax=ax)
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.axhline(100 * reference, color="black", lw=1, ls="--")
+    ax.set(xlabel="which filters stay", ylabel=f"accuracy (%), {eval_images:,} val. images",
+           ylim=(0, 100))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("What each step recovers (dashed: the better unpruned network)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def finetune_curves(histories: Mapping[str, Sequence[dict]], reference: float | None = None):
+    """Validation accuracy after every fine-tuning epoch, one line per run."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    images = None
+    for name, history in histories.items():
+        ax.plot([r["epoch"] for r in history], [100 * r["val_accuracy"] for r in history],
+                marker=".", label=name)
+        images = images or (history[-1].get("val_images") if history else None)
+    if reference is not None:
+        ax.axhline(100 * reference, color="black", ls="--", lw=1, label="reference")
+        ax.axhspan(100 * reference - GOAL_POINTS, 100 * reference, color="green", alpha=0.08)
+    ax.set_xlabel("fine-tuning epoch")
+    n = f", {images:,} images" if images else ""
+    ax.set_ylabel(f"validation accuracy (%){n}")
+    ax.set_title("Fine-tuning with distillation from the unpruned network", fontsize=11)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
+                          widths: tuple[int, ...], blocks: tuple[str, ...]):
+    """Left: the predicted accuracy loss of each block against the fraction it keeps (dots:
+    measured). Right: the fraction of filters each plan keeps in every block."""
+    from helpers.plans import kept_count
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2),
+                                   gridspec_kw={"width_ratios": [1, 1.4]})
+    colors = sns.color_palette("viridis", len(blocks))
+    for color, name, width in zip(colors, blocks, widths, strict=True):
+        curve = 100 * sensitivity.loss[name]
+        ax1.plot(np.arange(width + 1) / width, curve, color=color, label=name)
+        pts = [r for r in sensitivity.measured if r["block"] == name]
+        baseline = sensitivity.dense_accuracy
+        ax1.scatter([kept_count(r["kept_filters"], width) / width for r in pts],
+                    [100 * (baseline - r["accuracy"]) for r in pts], color=color, s=18)
+    ax1.set_xlabel("fraction of the block's conv1 filters kept")
+    ax1.set_ylabel("predicted accuracy loss (points)")
+    ax1.set_title(f"Sensitivity of each block ({sensitivity.strategy}, "
+                  f"{sensitivity.treatment}, pruned alone)", fontsize=10)
+    ax1.legend(fontsize=7, ncol=3)
+    ax1.set_ylim(bottom=-1)
+    rows = [{"plan": label, "block": b, "kept": k / w}
+            for label, plan in plans.items() for b, k, w in zip(blocks, plan, widths, strict=True)]
+    sns.barplot(pd.DataFrame(rows), x="block", y="kept", hue="plan", ax=ax2, palette="tab20")
+    ax2.set_ylabel("fraction of conv1 filters kept")
+    ax2.set_xlabel("")
+    ax2.set_title("Plans: filters kept per block")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
