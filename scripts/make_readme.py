@@ -181,11 +181,17 @@ def kept_fraction(record: dict, widths: dict | None = None) -> float | None:
 def render_block_pruning(r: dict) -> str:
     records = r.get("records", [])
     strategies = list(dict.fromkeys(rec["strategy"] for rec in records))
+    treatments = ("none", "recal", "refit+recal")
 
-    def acc(strategy: str, recal: bool, half: bool = False) -> str:
+    def treatment_of(rec: dict) -> str:  # older files had only a bn_recalibration flag
+        if "treatment" in rec:
+            return rec["treatment"]
+        return "recal" if rec.get("bn_recalibration") else "none"
+
+    def acc(strategy: str, treatment: str, half: bool = False) -> str:
         values = []
         for rec in records:
-            if rec["strategy"] != strategy or bool(rec.get("bn_recalibration")) != recal:
+            if rec["strategy"] != strategy or treatment_of(rec) != treatment:
                 continue
             frac = kept_fraction(rec, r.get("widths"))
             if half and (frac is None or abs(frac - 0.5) > 1e-6):
@@ -193,17 +199,10 @@ def render_block_pruning(r: dict) -> str:
             values.append(rec.get("accuracy"))
         return pct(mean(values))
 
-    rows = [
-        [f"`{s}`", acc(s, False), acc(s, True), acc(s, False, True), acc(s, True, True)]
-        for s in strategies
-    ]
-    header = [
-        "Strategy",
-        "Mean acc., no recal.",
-        "Mean acc., BN recal.",
-        "Acc. at 50% kept, no recal.",
-        "Acc. at 50% kept, BN recal.",
-    ]
+    rows = [[f"`{s}`", *(acc(s, t) for t in treatments), *(acc(s, t, True) for t in treatments)]
+            for s in strategies]
+    header = ["Strategy", "Mean, as pruned", "Mean, BN recal.", "Mean, refit + recal.",
+              "50% kept, as pruned", "50% kept, BN recal.", "50% kept, refit + recal."]
     blocks = len({str(rec.get("block")) for rec in records})
     out = [
         "### Pruning one BasicBlock at a time (notebook 04)",
@@ -211,8 +210,9 @@ def render_block_pruning(r: dict) -> str:
         f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images, "
         f"averaged over {blocks} blocks "
         'and every fraction of conv1 filters kept in the sweep ("mean"), or over the blocks at '
-        'half of the filters kept ("at 50% kept"); "BN recal." re-estimates the BatchNorm '
-        "statistics after pruning.",
+        'half of the filters kept ("50% kept"); "BN recal." re-estimates the BatchNorm '
+        "statistics on augmented training images after pruning; \"refit\" re-fits conv2 by "
+        "least squares against the unpruned block first.",
     ]
     if not _missing(r.get("dense_accuracy")):
         out[-1] += f" Unpruned network: {pct(r['dense_accuracy'])}."
