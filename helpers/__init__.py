@@ -13,6 +13,9 @@ Modules, one concept each:
 - :mod:`helpers.refit`   least-squares reconstruction of a pruned block's conv2 (ThiNet-style)
 - :mod:`helpers.stats`   Wilson intervals, exact McNemar paired tests, win rates
 - :mod:`helpers.sweep`   the fast (cached) per-block pruning sweep (treatments, paired comparisons)
+- :mod:`helpers.plans`   pruning plans (uniform, sensitivity-guided) and their exact MACs
+- :mod:`helpers.finetune` resumable fine-tuning with distillation, and a result cache
+- :mod:`helpers.network_plots` the whole-network figures (Pareto, recovery)
 - :mod:`helpers.network` whole-network plans (uniform, sensitivity-guided), prune_network, latency
 """
 
