@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from helpers.data import CIFAR10, PILDataset, load_splits, normalize
+from helpers.metrics import synchronize
 from helpers.models import resnet20
 from helpers.profile import default_device, device_name
 from helpers.train import TrainConfig, bf16_supported, make_optimizer, make_step
@@ -54,8 +55,7 @@ def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: 
     t0 = 0.0
     for i, (x, y) in enumerate(batches()):
         if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             t0 = time.perf_counter()
         if i == warmup + steps:
             break
@@ -63,8 +63,7 @@ def seed_pipeline_seconds_per_epoch(data: CIFAR10, device: torch.device, steps: 
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     per_batch = (time.perf_counter() - t0) / steps
     return per_batch * len(data.train_labels) / SEED_BATCH
 
@@ -89,12 +88,12 @@ def step_seconds(images: Tensor, labels: Tensor, device: torch.device,
 
     def run(name: str, n: int) -> float:
         step, opt = runs[name]
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(n):
             step(x, y)
             opt.step()
-        _sync(device)
+        synchronize(device)
         return (time.perf_counter() - t0) / n
 
     for name in runs:
@@ -105,10 +104,6 @@ def step_seconds(images: Tensor, labels: Tensor, device: torch.device,
             times[name].append(run(name, steps))
     return {name: float(np.median(t)) for name, t in times.items()}
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_train(args) -> dict:

@@ -216,7 +216,8 @@ def num_threads(threads: int | None):
         torch.set_num_threads(saved)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Timers call it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -224,11 +225,11 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def _pass_seconds(model: nn.Module, x: Tensor, number: int) -> float:
     """Seconds per forward pass, averaged over ``number`` consecutive passes."""
-    _sync(x.device)
+    synchronize(x.device)
     t0 = time.perf_counter()
     for _ in range(number):
         model(x)
-    _sync(x.device)
+    synchronize(x.device)
     return (time.perf_counter() - t0) / number
 
 
