@@ -288,30 +288,6 @@ def cluster_map_legend(fig, show_first: bool = True) -> None:
                bbox_to_anchor=(0.5, -0.04), frameon=False)
 
 
-def elbow_silhouette(scores: pd.DataFrame):
-    """Inertia (share of the total sum of squares) and silhouette against k, per block.
-
-    One column per stage (16, 32, 64 filters), one line per block; ``scores`` as returned by
-    :func:`helpers.clusters.cluster_scores`.
-    """
-    stages = sorted(scores.block.str[:6].unique())
-    fig, axes = plt.subplots(2, len(stages), figsize=(4.4 * len(stages), 6.4), sharey="row",
-                             squeeze=False)
-    for j, stage in enumerate(stages):
-        part = scores[scores.block.str.startswith(stage)]
-        for name, g in part.sort_values("k").groupby("block"):
-            axes[0, j].plot(g.k, g.inertia_fraction, marker=".", label=name)
-            axes[1, j].plot(g.k, g.silhouette, marker=".", label=name)
-        width = int(part.width.iloc[0])
-        axes[0, j].set_title(f"{stage}: {width} filters per block", fontsize=10)
-        axes[1, j].set_xlabel("k (clusters = filters kept)")
-        axes[0, j].legend(fontsize=8)
-    axes[0, 0].set_ylabel("inertia / total sum of squares")
-    axes[1, 0].set_ylabel("mean silhouette")
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- block pruning sweep
 
 
@@ -453,10 +429,6 @@ def paired_differences(table: pd.DataFrame, title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _kept_fraction(kept, width: int) -> float:
-    return kept if isinstance(kept, float) and kept <= 1 else kept / width
 
 
 # --------------------------------------------------------------------------- notebook 03: clusters
