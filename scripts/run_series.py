@@ -78,6 +78,27 @@ def relative_paths(text: str, root: Path = ROOT) -> str:
     return text
 
 
+def small_png(data: str, colors: int = 256) -> str:
+    """A base64 PNG as an adaptive-palette PNG of at most ``colors`` colours, if that is smaller.
+
+    Matplotlib's inline figures are RGBA; their few distinct colours (lines, text, a colormap)
+    fit a 256-colour palette without a visible change, at a quarter of the bytes or less.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(data)
+    image = Image.open(io.BytesIO(raw))
+    if image.mode == "P":
+        return data
+    out = io.BytesIO()
+    image.convert("RGB").quantize(colors).save(out, format="png", optimize=True)
+    small = out.getvalue()
+    return base64.b64encode(small).decode("ascii") if len(small) < len(raw) else data
+
+
 def _clean_output(output, root: Path) -> bool:
     """Clean one output in place; returns False when nothing of it is left."""
     if output.output_type == "stream":
@@ -92,6 +113,8 @@ def _clean_output(output, root: Path) -> bool:
     for mime, value in output.get("data", {}).items():
         if isinstance(value, str) and mime.startswith("text/"):
             output.data[mime] = relative_paths(value, root)
+        elif mime == "image/png" and isinstance(value, str):
+            output.data[mime] = small_png(value)
     return True
 
 
@@ -114,7 +137,8 @@ def clean_notebook(nb, root: Path = ROOT):
     Removes papermill's ``injected-parameters`` cell (the ``parameters`` cell keeps its
     defaults), tqdm progress bars and widgets from the outputs (consecutive chunks of one stream
     merged first, so that a bar's carriage returns are seen together), absolute paths of the
-    repository, timestamps of papermill and of the kernel, and keeps in the notebook's metadata
+    repository, timestamps of papermill and of the kernel, re-encodes RGB(A) PNG figures with a
+    256-colour palette (:func:`small_png`), and keeps in the notebook's metadata
     only the parameters it ran with and its duration.
     """
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
