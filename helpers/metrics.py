@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -216,6 +219,27 @@ def num_threads(threads: int | None):
         torch.set_num_threads(saved)
 
 
+@functools.cache
+def steady_allocator() -> bool:
+    """Stop glibc's malloc from handing large freed blocks back to the OS; True if it worked.
+
+    By default glibc serves big allocations (a batch's activations: megabytes) with fresh
+    ``mmap`` pages and returns them on free, so every forward pass page-faults its activations
+    anew, how often depending on the allocator's adaptive thresholds: CPU timings of the same
+    network then swing by 20% from one measurement to the next. Raising the mmap and trim
+    thresholds to 1 GiB keeps the pages in the process, as jemalloc or tcmalloc (PyTorch's CPU
+    performance guide recommends them) would. It applies to the whole process from now on, and
+    is a no-op (False) where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)
+                    and libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); a no-op on the CPU. Timers call it."""
     if device.type == "cuda":
@@ -256,7 +280,8 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
     enough for the first model, normally the largest, to run ``min_sample_s``, so that the
     clock's resolution and the per-call jitter of a batch of 1 do not dominate).
     Interleaving makes a slow phase of the machine (another process, a clock change) hit all
-    models alike, instead of whichever was being timed then.
+    models alike, instead of whichever was being timed then. On the CPU the allocator is made
+    steady first (:func:`steady_allocator`).
 
     Args:
         threads: CPU threads for the measurement (``torch.set_num_threads``, restored after);
@@ -270,6 +295,8 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = torch.device(device)
+    if device.type == "cpu":
+        steady_allocator()
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(
         memory_format=torch.channels_last)
     nets = {name: m.to(device).eval().to(memory_format=torch.channels_last)

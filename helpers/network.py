@@ -16,7 +16,8 @@ activations it was not trained for; two repairs need no gradients:
 
 The per-block sensitivity a sensitivity-guided plan needs comes from notebook 04's sweep
 (:func:`sensitivity_from_json`), or is measured here (:func:`measure_sensitivity`);
-:func:`fold_bn` gives the BN-folded form a deployment would run.
+:func:`fold_bn` gives the BN-folded form a deployment would run, and :func:`speedups` the
+measured CPU speed-up of plans (their widths alone set it), for a latency budget.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.data import normalize
-from helpers.metrics import accuracy, count_macs, count_params, ieee_fp32, predict
+from helpers.metrics import accuracy, compare_latency, count_macs, count_params, ieee_fp32, predict
 from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, load_state_dict_checked, resnet20
 from helpers.plans import TREATMENTS, Sensitivity, check_plan
 from helpers.pruning import check_strategy, prune_block, pruned_block, recalibrate_bn
@@ -269,11 +270,12 @@ def sensitivity_from_json(path: str | Path, model: ResNet, images: Tensor, label
                           ) -> tuple[Sensitivity | None, str]:
     """Notebook 04's sweep (``results/block_pruning.json``) as a :class:`Sensitivity`, if usable.
 
-    Usable means: it exists, it was measured on validation images (``eval_split`` "val"), on
-    the same kind of device as ``model`` (cuda or cpu), its unpruned accuracy equals
-    ``model``'s on the first ``eval_images`` of ``images`` (the validation images; measured here
-    in the sweep's ``precision``, fp32 or bf16) to within 0.1 point or two images (the same
-    checkpoint), and it has records of ``strategy`` with ``treatment`` for every block.
+    Usable means: it exists, it was measured on validation images (``eval_split`` "val"), its
+    unpruned accuracy equals ``model``'s on the first ``eval_images`` of ``images`` (the
+    validation images; measured here in the sweep's ``precision``, fp32 or bf16) to within 0.1
+    point or two images (the same checkpoint: a GPU's sweep serves a CPU run, whose rounding
+    differs by an image or so), and it has records of ``strategy`` with ``treatment`` for every
+    block.
     Returns the sensitivity (or None) and a sentence saying why.
     """
     path = Path(path)
@@ -286,10 +288,6 @@ def sensitivity_from_json(path: str | Path, model: ResNet, images: Tensor, label
     n = saved.get("eval_images")
     if not isinstance(n, int) or not 0 < n <= len(labels):
         return None, f"{path.name} was measured on {n} images; {len(labels):,} are given"
-    kind = next(model.parameters()).device.type
-    saved_kind = "cpu" if saved.get("device") == "cpu" else "cuda"  # device_name(): GPU or cpu
-    if saved_kind != kind:
-        return None, f"{path.name} was measured on {saved.get('device')!r}, not on {kind}"
     bf16 = saved.get("precision") == "bf16"  # measure the unpruned network as the sweep did
     dense = float(correct(model, images[:n], labels[:n], bf16=bf16).mean())
     if abs(float(saved.get("dense_accuracy", -1.0)) - dense) > max(1e-3, 2.01 / n):
@@ -329,3 +327,21 @@ def fold_bn(model: ResNet) -> ResNet:
         setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
         setattr(parent, bn, nn.Identity())
     return folded
+
+
+def speedups(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int = 256,
+             repeats: int = 5, threads: int | None = None) -> dict[str, float]:
+    """Measured CPU speed-up over ``model`` of a network with each plan's widths.
+
+    Latency depends on the widths, not on the weights, so each plan is timed as a fresh
+    ResNet20 of its widths: no pruning is needed to know whether a plan meets a latency
+    budget. Models are timed interleaved (:func:`helpers.metrics.compare_latency`), in the
+    PyTorch-module form that the final measurement uses; returns median(unpruned) / median(plan).
+    """
+    if "unpruned" in plans:
+        raise ValueError("'unpruned' names the reference network; give the plans other names")
+    nets = {"unpruned": copy.deepcopy(model).cpu()}
+    nets |= {name: resnet20(model.shortcut, check_plan(plan)) for name, plan in plans.items()}
+    ms = compare_latency(nets, batch_size, "cpu", repeats, threads=threads)
+    ms = ms.set_index("model").median_ms
+    return {name: float(ms["unpruned"] / ms[name]) for name in plans}

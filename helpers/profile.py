@@ -118,7 +118,7 @@ SIZES: dict[str, Sizes] = {
                               stability_kept=(0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=(3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),  # + Distiller's k
         network=NetworkSizes(strategies=("l1", "merge", "random"), sensitivity_images=1000,
-                             headline_epochs=12, other_epochs=2),
+                             headline_epochs=25, other_epochs=2),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,

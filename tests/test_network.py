@@ -2,6 +2,7 @@
 resumable fine-tuning, latency, figures."""
 
 import json
+import platform
 import random
 
 import matplotlib
@@ -12,7 +13,7 @@ import torch
 
 from helpers import network_plots
 from helpers.finetune import ResultCache, compare_step_seconds, finetune, model_fingerprint
-from helpers.metrics import compare_latency, count_macs, count_params
+from helpers.metrics import compare_latency, count_macs, count_params, steady_allocator
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
 from helpers.network import (
     block_sensitivity,
@@ -20,6 +21,7 @@ from helpers.network import (
     measure_sensitivity,
     prune_network,
     sensitivity_from_json,
+    speedups,
 )
 from helpers.plans import (
     MACS_PER_FILTER,
@@ -340,7 +342,7 @@ def test_measure_sensitivity_gives_a_usable_plan(tiny_splits):
     assert within_one_filter_per_block(sensitivity_plan(0.5, sens), 0.5)
 
 
-def test_sensitivity_from_json_checks_split_device_and_checkpoint(tiny_splits, tmp_path):
+def test_sensitivity_from_json_checks_split_and_checkpoint(tiny_splits, tmp_path):
     from helpers.metrics import accuracy
 
     model = dense(widths=TINY)
@@ -358,8 +360,9 @@ def test_sensitivity_from_json_checks_split_device_and_checkpoint(tiny_splits, t
     assert sens is not None and "9 'l1' points" in why and sens.treatment == "refit+recal"
     assert sens.dense_accuracy == 0.25  # the recalibrated baseline
     assert sens.loss["layer1.0"][8] == pytest.approx(0.2)
+    path.write_text(json.dumps(saved | {"device": "NVIDIA H100"}))  # a GPU sweep of this network
+    assert sensitivity_from_json(path, model, val, labels, "l1")[0] is not None
     for change, reason in [({"eval_split": "test"}, "'test' split"),
-                           ({"device": "NVIDIA H100"}, "not on cpu"),
                            ({"dense_accuracy": acc8 + 0.5}, "another checkpoint"),
                            ({"eval_images": 11}, "11 images"),
                            ({"records": records[4:]}, "layer1.0")]:
@@ -487,3 +490,19 @@ def test_network_figures_draw():
     assert front.tolist() == [0, 2]
     for f in figs:
         plt.close(f)
+
+
+def test_speedups_time_plans_against_the_network():
+    model = dense(widths=TINY)
+    plan = tuple(max(1, w // 2) for w in TINY)
+    got = speedups(model, {"half": plan, "same": TINY}, batch_size=2, repeats=1)
+    assert set(got) == {"half", "same"} and all(v > 0 for v in got.values())
+    with pytest.raises(ValueError, match="unpruned"):
+        speedups(model, {"unpruned": plan})
+    with pytest.raises(ValueError, match="layer1.0"):
+        speedups(model, {"bad": (0,) * 9})
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_steady_allocator_takes_on_glibc():
+    assert steady_allocator() is True
