@@ -235,51 +235,72 @@ def render_network_pruning(r: dict) -> str:
             -acc if not _missing(acc) else math.inf,
         )
 
+    dense_macs = r.get("dense_macs")
+    refs = [a for a in (r.get("dense_accuracy"), r.get("dense_finetuned_accuracy"))
+            if not _missing(a)]
+    reference = max(refs) if refs else None
     rows = []
     for rec in sorted(r.get("records", []), key=key):
         epochs = rec.get("finetune_epochs")
         finetuned = pct(rec.get("acc_finetuned"))
         if not _missing(epochs) and finetuned != DASH:
             finetuned += f" ({count(epochs)} ep.)"
+        macs = rec.get("macs")
+        removed = (pct(1 - macs / dense_macs) if not _missing(macs) and dense_macs else DASH)
+        gap = (f"{100 * (rec['acc_finetuned'] - reference):+.2f}"
+               if reference is not None and not _missing(rec.get("acc_finetuned")) else DASH)
+        name = target(rec.get("target"))
         rows.append(
             [
-                target(rec.get("target")),
+                f"**{name}** (headline)" if rec.get("headline") else name,
+                removed,
                 f"`{rec.get('strategy', DASH)}`",
                 f"`{rec.get('allocation', DASH)}`",
-                millions(rec.get("macs"), 2),
+                millions(macs, 2),
                 count(rec.get("params")),
                 pct(rec.get("acc_pruned")),
-                pct(rec.get("acc_recalibrated")),
                 finetuned,
-                num(rec.get("cpu_ms_batch1"), 2),
+                gap,
+                pct(rec.get("test_acc_finetuned")),
                 num(rec.get("cpu_ms_batch256"), 1),
                 ratio(rec.get("speedup_cpu_batch256")),
+                ratio(rec.get("speedup_cpu_batch1")),
             ]
         )
     header = [
         "Target",
+        "MACs removed",
         "Strategy",
         "Allocation",
         "MACs (M)",
         "Params",
-        "Pruned",
-        "+ BN recal.",
+        "Pruned, refit + recal.",
         "Fine-tuned",
-        "CPU ms, batch 1",
+        "Gap (points)",
+        "Test, fine-tuned",
         "CPU ms, batch 256",
-        "CPU speed-up, batch 256",
+        "Speed-up, batch 256",
+        "Speed-up, batch 1",
     ]
-    align = ["l", "l", "l"] + ["r"] * 8
+    align = ["l", "r", "l", "l"] + ["r"] * 9
+    speed = r.get("min_speedup")
     return "\n".join(
         [
             "### Whole-network pruning (notebook 05)",
             "",
-            f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images "
-            f"(unpruned network: {pct(r.get('dense_accuracy'))}), {run_of(r)}"
-            + (f"; final models also on {count(r['test_images'])} test images"
-               if r.get("test_images") else "")
-            + "; CPU latency of the pruned (physically smaller) network, speed-up relative to "
-            "the unpruned one.",
+            f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images: "
+            f"unpruned network {pct(r.get('dense_accuracy'))}, the same fine-tuned with the "
+            f"headline's schedule (the control) {pct(r.get('dense_finetuned_accuracy'))}; "
+            "\"Gap\" is the fine-tuned network against the better of the two. "
+            f"{run_of(r)[0].upper()}{run_of(r)[1:]}"
+            + (f"; final models also on {count(r['test_images'])} test images (unpruned "
+               f"{pct(r.get('dense_test_accuracy'))})" if r.get("test_images") else "")
+            + ". \"Pruned\" is after the in-order conv2 refit and BN recalibration, before "
+            "fine-tuning. CPU latency of the pruned (physically smaller) network in PyTorch, "
+            f"{r.get('cpu_threads', DASH)} threads; speed-up relative to the unpruned one"
+            + (f". The headline network must remove at least {target(r.get('headline_budget'))}"
+               f" of the MACs and be at least {speed:g}× faster at batch 256" if speed else "")
+            + ".",
             "",
             table(header, rows, align),
         ]

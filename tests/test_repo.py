@@ -483,17 +483,22 @@ NETWORK = {
     "eval_images": 1000,
     "device": "cuda",
     "dense_accuracy": 0.93,
+    "dense_finetuned_accuracy": 0.91,
+    "dense_macs": 40_000_000,
+    "headline_budget": 0.5,
+    "min_speedup": 1.5,
     "records": [
         {"target": 0.5, "strategy": "l1", "allocation": "uniform", "widths": [8] * 9,
-         "macs": 20_000_000, "params": 140000, "acc_pruned": 0.3, "acc_recalibrated": 0.6,
+         "macs": 20_000_000, "params": 140000, "acc_pruned": 0.3,
          "acc_finetuned": 0.88, "finetune_epochs": 5, "cpu_ms_batch1": 1.234,
          "cpu_ms_batch256": 50.0, "speedup_cpu_batch256": 1.8},
         {"target": 0.5, "strategy": "kmeans", "allocation": "uniform", "widths": [8] * 9,
-         "macs": 20_000_000, "params": 140000, "acc_pruned": 0.4, "acc_recalibrated": 0.7,
-         "acc_finetuned": 0.90, "finetune_epochs": 5, "cpu_ms_batch1": 1.2,
-         "cpu_ms_batch256": 49.0, "speedup_cpu_batch256": 1.85},
+         "headline": True, "macs": 20_000_000, "params": 140000, "acc_pruned": 0.4,
+         "acc_finetuned": 0.925, "test_acc_finetuned": 0.9, "finetune_epochs": 5,
+         "cpu_ms_batch1": 1.2, "cpu_ms_batch256": 49.0, "speedup_cpu_batch256": 1.85,
+         "speedup_cpu_batch1": 1.25},
         {"target": 0.25, "strategy": "random", "allocation": "uniform", "widths": [4] * 9,
-         "macs": 10_000_000, "params": 70000, "acc_pruned": 0.1, "acc_recalibrated": 0.2,
+         "macs": 10_000_000, "params": 70000, "acc_pruned": 0.1,
          "acc_finetuned": None, "finetune_epochs": 0, "cpu_ms_batch1": 1.0,
          "cpu_ms_batch256": 30.0, "speedup_cpu_batch256": 3.0},
     ],
@@ -570,16 +575,17 @@ def test_kept_fraction(record, expected):
 
 def test_render_network_pruning_table(tmp_path):
     md = make_readme.render_results(_write_results(tmp_path, network_pruning=NETWORK), tmp_path)
-    rows = [r for r in md.splitlines() if re.match(r"\| \d+%", r)]
+    rows = [r for r in md.splitlines() if re.match(r"\| (\*\*)?\d+%", r)]
     # sorted by target, then best fine-tuned accuracy first
-    assert [r.split("|")[2].strip() for r in rows] == ["`random`", "`kmeans`", "`l1`"]
-    kmeans = _row(md, "| 50% | `kmeans`")
+    assert [r.split("|")[3].strip() for r in rows] == ["`random`", "`kmeans`", "`l1`"]
+    kmeans = _row(md, "| **50%** (headline)")
     assert kmeans == [
-        "50%", "`kmeans`", "`uniform`", "20.00", "140,000", "40.00%", "70.00%",
-        "90.00% (5 ep.)", "1.20", "49.0", "1.85×",
-    ]  # fmt: skip
+        "**50%** (headline)", "50.00%", "`kmeans`", "`uniform`", "20.00", "140,000", "40.00%",
+        "92.50% (5 ep.)", "-0.50", "90.00%", "49.0", "1.85×", "1.25×",
+    ]  # fmt: skip  (the gap: 92.5% against the better of 93% unpruned and 91% fine-tuned)
+    assert _row(md, "| 50% | 50.00% | `l1`")[8] == "-5.00"
     assert _row(md, "| 25%")[7] == "—"
-    assert "1,000 test images" in md and "93.00%" in md
+    assert "1,000 test images" in md and "93.00%" in md and "1.5× faster" in md
 
 
 def test_figures_are_included_only_when_present(tmp_path):
