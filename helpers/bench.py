@@ -147,7 +147,7 @@ def bench_train(args) -> dict:
 
 
 def bench_sweep(args) -> dict:
-    from helpers.sweep import benchmark
+    from helpers.sweep_check import benchmark
 
     return benchmark(device=args.device, root=args.root)
 

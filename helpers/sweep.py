@@ -12,11 +12,11 @@ image by image, without fine-tuning:
   block's conv2 output (:mod:`helpers.refit`), then recalibrated;
 - ``"refit"``: the refit alone (not in the default set).
 
-:func:`naive_point` measures one point the way the original work did: copy the whole network,
-prune (and refit) it, recalibrate the whole network, and push the images through a
-``DataLoader`` with torchvision transforms, 100 at a time. :class:`BlockSweep` gives exactly the
-same numbers (up to float rounding) far faster, because most of that work does not depend on
-the point:
+:func:`helpers.sweep_check.naive_point` measures one point the way the original work did: copy
+the whole network, prune (and refit) it, recalibrate the whole network, and push the images
+through a ``DataLoader`` with torchvision transforms, 100 at a time. :class:`BlockSweep` gives
+exactly the same numbers (up to float rounding) far faster, because most of that work does not
+depend on the point:
 
 - **The network before the block never changes.** The activations entering the block are
   computed once per block (for the evaluation images, in eval mode) and every point starts from
@@ -43,9 +43,14 @@ the point:
   (first, nearest, l1, random) often keep the same set.
 
 Precision: IEEE fp32 (:func:`ieee_fp32`: no TF32 on CUDA), or, with ``bf16=True``, every forward
-pass (evaluation and recalibration, in the sweep and in :func:`naive_point` alike) under
-bfloat16 autocast, which is 2-3x faster on CPUs with bf16 units. The refit is always computed
-in float32/float64.
+pass (evaluation and recalibration, in the sweep and in :func:`~helpers.sweep_check.naive_point`
+alike) under bfloat16 autocast, which is 2-3x faster on CPUs with bf16 units. The refit is
+always computed in float32/float64.
+
+Two modules go with this one: :mod:`helpers.sweep_results` holds :class:`SweepResult` (what a
+sweep returns) and the functions that read it (paired comparisons, scoreboards, the best arm);
+:mod:`helpers.sweep_check` holds the naive reference (:func:`~helpers.sweep_check.naive_point`)
+and the benchmark of this module against it.
 """
 
 from __future__ import annotations
@@ -53,21 +58,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.clusters import cluster_table
-from helpers.data import MEAN, STD, PILDataset, normalize
+from helpers.data import normalize
 from helpers.metrics import ieee_fp32
 from helpers.models import BLOCK_NAMES, ResNet
 from helpers.profile import default_device, device_name
@@ -81,7 +82,6 @@ from helpers.pruning import (
     check_strategy,
     get_block,
     keep_indices,
-    prune_block,
     pruned_block,
     recalibrate_bn,
 )
@@ -94,20 +94,11 @@ from helpers.refit import (
     block_io,
     normal_equations,
 )
-from helpers.stats import PairedResult, paired_test, win_rate
+from helpers.sweep_results import ALL_TREATMENTS, SweepResult
 
 TREATMENTS = ("none", "recal", "refit+recal")  # the default set; "refit" (alone) also exists
-ALL_TREATMENTS = ("none", "recal", "refit", "refit+recal")
-RECORD_KEYS = ("block", "strategy", "treatment", "kept_filters", "accuracy")
 SUBSET_STRATEGIES = ("first", "nearest", "l1", "random")  # keep original filters unchanged
-NAIVE_BATCH = 100  # the original work's evaluation batch size
 CHANNELS_LAST = torch.channels_last
-
-
-def _naive_transform():
-    from torchvision import transforms as T
-
-    return T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 def check_treatment(treatment: str) -> None:
@@ -187,91 +178,6 @@ def _batches(images: Tensor, batches: int, batch_size: int) -> list[tuple[int, i
     """The (start, stop) slices :func:`helpers.pruning.recalibrate_bn` feeds, in its order."""
     n = min(len(images), batches * batch_size)
     return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class SweepResult:
-    """Records ``{block, strategy, treatment, kept_filters, accuracy}`` and their context.
-
-    ``accuracy`` is a fraction of ``eval_images`` images of the ``eval_split`` split;
-    ``correct[i]`` is the per-image correctness (bool, ``eval_images`` long) of ``records[i]``,
-    kept in memory for paired comparisons (not written to JSON).
-    """
-
-    records: list[dict]
-    correct: np.ndarray  # (len(records), eval_images) bool
-    eval_images: int
-    eval_split: str
-    recal_images: int
-    refit_images: int
-    device: str
-    precision: str
-    seconds: float
-    dense_correct: np.ndarray  # the unpruned network, per image
-    dense_recal_correct: np.ndarray | None  # the unpruned network after recalibration
-    evaluated: int = 0  # networks actually run (identical ones are run once)
-    widths: dict = field(default_factory=dict)
-    clusterings: dict = field(default_factory=dict, repr=False)  # (block, k, folded) -> ...
-    refits: dict = field(default_factory=dict, repr=False)  # (block, k, strategy) -> report
-
-    @property
-    def dense_accuracy(self) -> float:
-        return float(self.dense_correct.mean())
-
-    @property
-    def dense_accuracy_recalibrated(self) -> float | None:
-        if self.dense_recal_correct is None:
-            return None
-        return float(self.dense_recal_correct.mean())
-
-    def frame(self) -> pd.DataFrame:
-        """The records as a DataFrame, with the block's width, the removed fraction and the
-        accuracy drop from the unpruned network (a fraction)."""
-        df = pd.DataFrame(self.records, columns=list(RECORD_KEYS))
-        df["width"] = df["block"].map(self.widths)
-        df["removed"] = df["width"] - df["kept_filters"]
-        df["removed_fraction"] = df["removed"] / df["width"]
-        df["drop"] = self.dense_accuracy - df["accuracy"]
-        return df
-
-    def index(self, block: str, k: int, strategy: str, treatment: str) -> int:
-        """Position of a point in ``records`` (and ``correct``)."""
-        if not hasattr(self, "_index") or len(self._index) != len(self.records):
-            self._index = {(r["block"], r["kept_filters"], r["strategy"], r["treatment"]): i
-                           for i, r in enumerate(self.records)}
-        try:
-            return self._index[(block, int(k), strategy, treatment)]
-        except KeyError:
-            raise KeyError(f"the sweep has no point {(block, k, strategy, treatment)}") from None
-
-    def correct_at(self, block: str, k: int, strategy: str, treatment: str) -> np.ndarray:
-        """Per-image correctness of one point."""
-        return self.correct[self.index(block, k, strategy, treatment)]
-
-    def points(self, pruned_only: bool = True) -> list[tuple[str, int]]:
-        """The (block, k) points of the sweep, in order (k below the width only, by default)."""
-        seen = dict.fromkeys((r["block"], r["kept_filters"]) for r in self.records)
-        return [p for p in seen if not pruned_only or p[1] < self.widths[p[0]]]
-
-    def to_json(self, path: str | os.PathLike, **extra) -> Path:
-        """Write the records and their context (``eval_images``, ``eval_split``,
-        ``dense_accuracy``, ``device``, ``sweep_seconds``, ...); ``extra`` keys are added."""
-        import json
-
-        out = {"eval_images": self.eval_images, "eval_split": self.eval_split,
-               "dense_accuracy": self.dense_accuracy,
-               "dense_accuracy_recalibrated": self.dense_accuracy_recalibrated,
-               "device": self.device, "precision": self.precision,
-               "sweep_seconds": round(self.seconds, 3), "recal_images": self.recal_images,
-               "refit_images": self.refit_images, "networks_evaluated": self.evaluated,
-               "widths": self.widths, **extra, "records": self.records}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1) + "\n")
-        return path
 
 
 # --------------------------------------------------------------------------- the fast sweep
@@ -507,7 +413,7 @@ class BlockSweep:
             treatments: of ``"none"``, ``"recal"``, ``"refit"``, ``"refit+recal"``.
 
         Records come block by block in the order of ``blocks``, then by k as given, strategy,
-        and treatment in the order of :data:`ALL_TREATMENTS`.
+        and treatment in the order of :data:`~helpers.sweep_results.ALL_TREATMENTS`.
         """
         t0 = time.perf_counter()
         if blocks is None:
@@ -601,217 +507,3 @@ def sweep(model: ResNet, eval_images: Tensor, eval_labels: Tensor,
     result = sw.run(blocks, ks, strategies, treatments, progress)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-# --------------------------------------------------------------------------- reading results
-
-
-Arm = tuple[str, str]  # (strategy, treatment)
-
-
-def arm_name(arm: Arm) -> str:
-    return f"{arm[0]}, {arm[1]}"
-
-
-def _best(result: SweepResult, block: str, k: int, arms: Sequence[Arm]) -> Arm:
-    return max(arms, key=lambda a: result.correct_at(block, k, *a).sum())
-
-
-def compare(result: SweepResult, a: Arm | Sequence[Arm], b: Arm | Sequence[Arm],
-            points: Sequence[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """Paired comparison of A and B at every (block, k) point (k below the width by default).
-
-    ``a`` and ``b`` are ``(strategy, treatment)`` pairs, or lists of them: then at each point
-    the most accurate of the list is taken (chosen on the same images it is compared on, so its
-    accuracy is slightly optimistic). One row per point: ``a`` and ``b`` (the arms used), their
-    accuracies, the difference A - B with its 95% interval, the exact McNemar p-value and the
-    ``winner``: ``"A"``, ``"B"`` or ``"tie"`` (not significant at 5%).
-    """
-    rows = []
-    for block, k in points if points is not None else result.points():
-        arm_a = a if isinstance(a[0], str) else _best(result, block, k, a)
-        arm_b = b if isinstance(b[0], str) else _best(result, block, k, b)
-        r: PairedResult = paired_test(result.correct_at(block, k, *arm_a),
-                                      result.correct_at(block, k, *arm_b))
-        rows.append({"block": block, "width": result.widths[block], "kept_filters": k,
-                     "a": arm_name(arm_a), "b": arm_name(arm_b), "accuracy_a": r.accuracy_a,
-                     "accuracy_b": r.accuracy_b, "difference": r.difference,
-                     "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
-                     "winner": r.verdict()})
-    return pd.DataFrame(rows)
-
-
-def arm_means(result: SweepResult) -> pd.DataFrame:
-    """Mean accuracy (%) of every strategy (rows) under every treatment (columns) over the
-    pruned points (k below the width)."""
-    df = result.frame()
-    df = df[df.kept_filters < df.width]
-    table = 100 * df.pivot_table(index="strategy", columns="treatment", values="accuracy")
-    return table[[t for t in ALL_TREATMENTS if t in table.columns]]
-
-
-def scoreboard(result: SweepResult,
-               pairs: Mapping[str, tuple[Arm | Sequence[Arm], Arm | Sequence[Arm]]],
-               points: Sequence[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """For each named pair (A, B) of :func:`compare`: over the (block, k) points, how often A
-    is significantly better, how often it ties, how often B is better (exact McNemar, 5%), with
-    95% Wilson intervals of the rates, and the mean difference A - B (points)."""
-    rows = []
-    for label, (a, b) in pairs.items():
-        table = compare(result, a, b, points)
-        n = len(table)
-        if not n:
-            raise ValueError("no (block, k) points to compare")
-        t = {w: win_rate(int((table.winner == w).sum()), n) for w in ("A", "tie", "B")}
-        rows.append({"comparison": label, "points": n, "A wins": t["A"].wins,
-                     "ties": t["tie"].wins, "B wins": t["B"].wins,
-                     "A win % (95% CI)": f"{100 * t['A'].rate:.0f} "
-                                         f"({100 * t['A'].low:.0f}-{100 * t['A'].high:.0f})",
-                     "B win % (95% CI)": f"{100 * t['B'].rate:.0f} "
-                                         f"({100 * t['B'].low:.0f}-{100 * t['B'].high:.0f})",
-                     "mean A - B (points)": round(100 * float(table.difference.mean()), 2)})
-    return pd.DataFrame(rows).set_index("comparison")
-
-
-def best_arm(result: SweepResult, arms: Sequence[Arm] | None = None) -> Arm:
-    """The (strategy, treatment) of highest mean accuracy over the pruned points."""
-    means = arm_means(result).stack()
-    if arms is not None:
-        means = means[[tuple(a) for a in arms]]
-    return tuple(means.idxmax())
-
-
-def refit_table(result: SweepResult) -> pd.DataFrame:
-    """The refit's calibration MSE (conv2 output, before bn2) before and after, per point."""
-    rows = [{"block": b, "kept_filters": k, "strategy": s, "mse_before": r.mse_before,
-             "mse_after": r.mse_after, "refit": r.refit}
-            for (b, k, s), r in result.refits.items()]
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["mse_ratio"] = df.mse_after / df.mse_before.where(df.mse_before > 0)
-    return df
-
-
-# --------------------------------------------------------------------------- the naive way
-
-
-def _treatment(treatment: str | bool) -> str:
-    """Old callers passed ``bn_recalibration`` (a bool)."""
-    if isinstance(treatment, bool):
-        return "recal" if treatment else "none"
-    check_treatment(treatment)
-    return treatment
-
-
-@torch.no_grad()
-def naive_point(model: ResNet, block: str, k: int, strategy: str, treatment: str,
-                eval_images: Tensor, eval_labels: Tensor, recal_images: Tensor | None = None,
-                refit_images: Tensor | None = None, *, recal_batches: int = 10,
-                recal_batch_size: int = 256, augment: bool = True, ridge: float = RIDGE,
-                seed: int = 0, device: torch.device | str | None = None, bf16: bool = False,
-                return_logits: bool = False):
-    """One sweep point the slow way, as the original work measured it (reference/benchmark).
-
-    Deep-copies and prunes the whole network (clustering included; refit through
-    :func:`~helpers.pruning.prune_block`), recalibrates all of its BN layers when the treatment
-    says so, then evaluates it through a ``DataLoader`` (PIL images, torchvision ``ToTensor`` +
-    ``Normalize``, batch 100), in the sweep's precision (``bf16``). Batches are made
-    channels-last like the sweep's: in fp32 that changes nothing but rounding, in bf16 it
-    selects the same kernels, so that both give the same logits bit for bit on the CPU.
-    Returns the accuracy (a fraction), and the logits too with ``return_logits``.
-    """
-    treatment = _treatment(treatment)
-    device = torch.device(device) if device else default_device()
-    if "recal" in treatment and recal_images is None:
-        raise ValueError(f"treatment {treatment!r} needs recal_images")
-    if "refit" in treatment and refit_images is None:
-        raise ValueError(f"treatment {treatment!r} needs refit_images")
-    net = copy.deepcopy(model).float().to(device).eval()
-    with ieee_fp32():
-        pruned = prune_block(net, block, k, strategy, seed=seed, ridge=ridge,
-                             refit_images=refit_images if "refit" in treatment else None)
-    with precision(device, bf16):
-        if "recal" in treatment:
-            recalibrate_bn(pruned, recal_images, recal_batches, recal_batch_size,
-                           augment=augment, seed=seed, bf16=bf16)
-        pruned.eval()
-        dataset = PILDataset(eval_images, eval_labels, _naive_transform())
-        loader = torch.utils.data.DataLoader(dataset, batch_size=NAIVE_BATCH, shuffle=False)
-        correct, outputs = 0, []
-        for x, y in loader:
-            z = pruned(x.to(device).contiguous(memory_format=CHANNELS_LAST))
-            correct += int((z.argmax(1).cpu() == y).sum())
-            if return_logits:
-                outputs.append(z.float().cpu())
-    acc = correct / len(eval_labels)
-    return (acc, torch.cat(outputs)) if return_logits else acc
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def benchmark(points: int = 12, device: torch.device | str | None = None,
-              root: str | None = None, eval_images: int | None = None,
-              kept: Sequence[float] = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4, 1 / 8),
-              recal_batches: int = 10, recal_batch_size: int = 256, seed: int = 0) -> dict:
-    """Seconds per sweep point, fast and naive, measured side by side in one run.
-
-    The fast sweep runs a whole grid (all nine blocks, k at the ``kept`` fractions, all
-    strategies, with and without recalibration), timed from scratch (caches and clusterings
-    included). The naive way then runs ``points`` points of that grid spread over it, and
-    their accuracies are checked against the fast ones. Uses the repository checkpoint when it
-    exists (else a random-init ResNet20: the timing is the same), and CIFAR-10 from ``root`` /
-    ``$CIFAR10_ROOT``.
-    """
-    import warnings
-
-    from helpers import paths
-    from helpers.data import load_cifar10
-    from helpers.models import load_model, resnet20
-
-    device = torch.device(device) if device else default_device()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the lab copy's 1,000-image test set warns
-        data = load_cifar10(root)
-    model = (load_model(paths.CHECKPOINT) if paths.CHECKPOINT.exists()
-             else resnet20("conv3x3")).eval()
-    n = eval_images or len(data.test_labels)
-    test_x, test_y = data.test_images[:n], data.test_labels[:n]
-    recal = data.train_images[:recal_batches * recal_batch_size]
-    common = dict(recal_batches=recal_batches, recal_batch_size=recal_batch_size, seed=seed,
-                  device=device)
-    # Warm up the device (CUDA context, cuDNN) outside both timings.
-    naive_point(model, "layer3.2", 32, "l1", True, test_x[:100], test_y[:100], recal, **common)
-
-    fast = sweep(model, test_x, test_y, recal, ks=ks_at_fractions(model, kept), progress=False,
-                 treatments=("none", "recal"), **common)
-    fast_per_point = fast.seconds / len(fast.records)
-    picks = [fast.records[round(i)] for i in np.linspace(0, len(fast.records) - 1, points)]
-    t0 = time.perf_counter()
-    diffs = []
-    for r in picks:
-        acc = naive_point(model, r["block"], r["kept_filters"], r["strategy"],
-                          r["treatment"], test_x, test_y, recal, **common)
-        diffs.append(abs(acc - r["accuracy"]) * n)
-    naive_per_point = (time.perf_counter() - t0) / len(picks)
-    out = {"device": fast.device, "torch_version": torch.__version__, "eval_images": n,
-           "recal_images": fast.recal_images, "fast_points": len(fast.records),
-           "fast_networks_evaluated": fast.evaluated, "fast_seconds": fast.seconds,
-           "fast_seconds_per_point": fast_per_point, "naive_points": len(picks),
-           "naive_seconds_per_point": naive_per_point,
-           "speedup": naive_per_point / fast_per_point,
-           "max_images_differing": max(diffs),
-           "full_sweep_points": sum(block_widths(model).values()) * len(STRATEGIES) * 2}
-    out["full_sweep_seconds_estimate_fast"] = fast_per_point * out["full_sweep_points"]
-    print(f"device {out['device']}, torch {out['torch_version']}, {n:,} test images, "
-          f"{out['recal_images']:,} recalibration images, IEEE fp32")
-    print(f"fast:  {fast_per_point * 1000:8.1f} ms per point ({len(fast.records):,} points in "
-          f"{fast.seconds:.1f} s, caches and clustering included; {fast.evaluated:,} distinct "
-          f"networks run)")
-    print(f"naive: {naive_per_point * 1000:8.1f} ms per point ({len(picks)} points: deepcopy, "
-          f"prune, recalibrate the whole network, DataLoader batch {NAIVE_BATCH})")
-    print(f"speed-up: {out['speedup']:.1f}x; the naive accuracies match the fast ones to "
-          f"{out['max_images_differing']:.0f} image(s); the full sweep "
-          f"({out['full_sweep_points']:,} points) would take about "
-          f"{out['full_sweep_seconds_estimate_fast']:.0f} s at this rate")
-    return out

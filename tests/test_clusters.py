@@ -180,7 +180,7 @@ def test_scores_against_null_draws_one_panel_per_block():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers.plots import scores_against_null
+    from helpers.cluster_plots import scores_against_null
 
     df = scores_with_null(make_model(), {"layer1.0": [1, 2, 8], "layer1.1": [2, 8]},
                           kinds=("gaussian",), draws=2, features=("raw",), progress=False)

@@ -1,4 +1,5 @@
-"""helpers.sweep: the cached per-block sweep gives what the naive whole-network way gives.
+"""helpers.sweep: the cached per-block sweep gives what the naive whole-network way gives
+(helpers.sweep_check), and helpers.sweep_results reads it.
 
 CPU, random-init models with randomised BN, a few dozen random images; the real-data check
 runs only when CIFAR10_ROOT is set.
@@ -17,21 +18,23 @@ import torch
 from helpers.models import BLOCK_NAMES
 from helpers.pruning import STRATEGIES, keep_indices, prune_block, recalibrate_bn
 from helpers.sweep import (
-    RECORD_KEYS,
     TREATMENTS,
     BlockSweep,
-    SweepResult,
     all_ks,
-    arm_means,
-    best_arm,
-    compare,
     distiller_kept,
     ieee_fp32,
     ks_at_fractions,
-    naive_point,
+    sweep,
+)
+from helpers.sweep_check import naive_point
+from helpers.sweep_results import (
+    RECORD_KEYS,
+    SweepResult,
+    arm_means,
+    best_arm,
+    compare,
     refit_table,
     scoreboard,
-    sweep,
 )
 from tests.test_pruning import make_model, one_thread  # noqa: F401 (autouse fixture)
 
@@ -253,7 +256,7 @@ def test_plots_draw_a_small_sweep():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import plots
+    from helpers import sweep_plots
 
     rng = np.random.default_rng(0)
     records = [{"block": b, "strategy": s, "treatment": t, "kept_filters": k,
@@ -266,10 +269,11 @@ def test_plots_draw_a_small_sweep():
                       rng.random(50) < 0.9, None,
                       widths={"layer1.0": 16, "layer2.1": 32, "layer3.2": 64})
     df = res.frame()
-    figs = [plots.original_study(df, ("centroid", "l1"), eval_images=50),
-            plots.strategy_grid(df, ["centroid", "l1"], dense=0.9, eval_images=50),
-            plots.drop_heatmaps(df, [("centroid", "none"), ("l1", "refit+recal")]),
-            plots.paired_differences(compare(res, ("l1", "refit+recal"), ("centroid", "none")))]
+    pairs = compare(res, ("l1", "refit+recal"), ("centroid", "none"))
+    figs = [sweep_plots.original_study(df, ("centroid", "l1"), eval_images=50),
+            sweep_plots.strategy_grid(df, ["centroid", "l1"], dense=0.9, eval_images=50),
+            sweep_plots.drop_heatmaps(df, [("centroid", "none"), ("l1", "refit+recal")]),
+            sweep_plots.paired_differences(pairs)]
     assert all(f.axes for f in figs)
-    assert set(plots.kept_bins(df, 8).bin) == {1 / 8, 1 / 2, 3 / 4}
+    assert set(sweep_plots.kept_bins(df, 8).bin) == {1 / 8, 1 / 2, 3 / 4}
     plt.close("all")
