@@ -177,12 +177,20 @@ def show_png(fig, colors: int = 128, dpi: float = 80) -> None:
     import io
 
     from IPython.display import Image, display
-    from PIL import Image as PILImage
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     plt.close(fig)
-    img = PILImage.open(buf).convert("RGB").quantize(colors)
+    display(Image(data=palette_png(buf.getvalue(), colors), format="png"))
+
+
+def palette_png(png: bytes, colors: int = 256) -> bytes:
+    """A PNG re-encoded with an adaptive palette of at most ``colors`` colours (optimized)."""
+    import io
+
+    from PIL import Image as PILImage
+
     out = io.BytesIO()
-    img.save(out, format="png", optimize=True)
-    display(Image(data=out.getvalue(), format="png"))
+    PILImage.open(io.BytesIO(png)).convert("RGB").quantize(colors).save(
+        out, format="png", optimize=True)
+    return out.getvalue()

@@ -89,13 +89,12 @@ def small_png(data: str, colors: int = 256) -> str:
 
     from PIL import Image
 
+    from helpers.plots import palette_png
+
     raw = base64.b64decode(data)
-    image = Image.open(io.BytesIO(raw))
-    if image.mode == "P":
+    if Image.open(io.BytesIO(raw)).mode == "P":
         return data
-    out = io.BytesIO()
-    image.convert("RGB").quantize(colors).save(out, format="png", optimize=True)
-    small = out.getvalue()
+    small = palette_png(raw, colors)
     return base64.b64encode(small).decode("ascii") if len(small) < len(raw) else data
 
 
