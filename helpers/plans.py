@@ -338,3 +338,22 @@ def sensitivity_plan(fraction_of_macs_removed: float, sensitivity: Sensitivity,
     losses = [sensitivity.loss[name] + tie_break * (1 - np.arange(w + 1) / w) ** 2
               for name, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
     return _least_loss_plan(losses, fraction_of_macs_removed, shortcut, round_to)
+
+
+ALLOCATIONS = ("uniform", "sensitivity")
+
+
+def plan_for(fraction_of_macs_removed: float, allocation: str,
+             shortcut: str = DEFAULT_SHORTCUT, round_to: int = 1,
+             sensitivity: Sensitivity | None = None) -> tuple[int, ...]:
+    """The plan of one allocation at a target, widths multiple of ``round_to`` where the
+    target allows it (:func:`feasible_round_to`): :func:`uniform_plan` or
+    :func:`sensitivity_plan` (which needs ``sensitivity``)."""
+    r = feasible_round_to(fraction_of_macs_removed, round_to, shortcut)
+    if allocation == "uniform":
+        return uniform_plan(fraction_of_macs_removed, shortcut, r)
+    if allocation != "sensitivity":
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    if sensitivity is None:
+        raise ValueError("a sensitivity-guided plan needs the blocks' sensitivity")
+    return sensitivity_plan(fraction_of_macs_removed, sensitivity, shortcut, r)

@@ -27,8 +27,10 @@ from helpers.plans import (
     MACS_PER_FILTER,
     Sensitivity,
     check_plan,
+    feasible_round_to,
     kept_count,
     macs_removed,
+    plan_for,
     plan_macs,
     plan_params,
     sensitivity_plan,
@@ -122,6 +124,18 @@ def test_sensitivity_plan_hits_target_and_beats_uniform(target):
 def test_sensitivity_plan_with_round_to_keeps_multiples():
     plan = sensitivity_plan(0.5, fake_sensitivity(), round_to=8)
     assert all(k % 8 == 0 for k in plan) and macs_removed(plan) >= 0.5
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_plan_for_is_the_allocation_at_the_feasible_rounding(target):
+    sens, r = fake_sensitivity(), feasible_round_to(target, 8)
+    assert plan_for(target, "uniform", round_to=8) == uniform_plan(target, round_to=r)
+    assert (plan_for(target, "sensitivity", round_to=8, sensitivity=sens)
+            == sensitivity_plan(target, sens, round_to=r))
+    with pytest.raises(ValueError, match="needs the blocks' sensitivity"):
+        plan_for(target, "sensitivity")
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        plan_for(target, "greedy")
 
 
 def test_sensitivity_plan_is_optimal_against_random_feasible_plans():
