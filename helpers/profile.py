@@ -84,12 +84,21 @@ class NetworkSizes:
     sensitivity_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     sensitivity_images: int = 5000
     finetune_images: int | None = None  # training images for fine-tuning (None: all 45,000)
-    batch_size: int = 256
-    lr: float = 0.04  # peak of the cosine schedule
+    # Fine-tuning schedules, (peak lr of the cosine, batch size): the headline network is
+    # fine-tuned with each, and the one best on the validation images fine-tunes the rest.
+    schedules: tuple[tuple[float, int], ...] = ((0.04, 128), (0.1, 128))
     headline_epochs: int = 30  # the headline target, and the unpruned control
     other_epochs: int = 10  # every other target, and the run without distillation
     timing_steps: int = 5  # training steps per set-up and round when timing fine-tuning costs
     latency_repeats: int = 7  # interleaved rounds of timed forward passes (median, quartiles)
+
+    def __post_init__(self):
+        if not self.schedules or len(set(self.schedules)) != len(self.schedules):
+            raise ValueError(f"schedules must be distinct (lr, batch size) pairs, got "
+                             f"{self.schedules!r}")
+        for lr, batch in self.schedules:
+            if not (lr > 0 and isinstance(batch, int) and batch > 0):
+                raise ValueError(f"a schedule is (peak lr > 0, batch size > 0), got {(lr, batch)}")
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ SIZES: dict[str, Sizes] = {
                               stability_kept=(0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=(3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),  # + Distiller's k
         network=NetworkSizes(strategies=("l1", "merge", "random"), sensitivity_images=1000,
-                             headline_epochs=25, other_epochs=2),
+                             headline_epochs=30, other_epochs=2),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
@@ -130,7 +139,8 @@ SIZES: dict[str, Sizes] = {
         network=NetworkSizes(targets=(0.3, 0.5), strategies=("l1",), eval_images=500,
                              refit_images=128, recal_batches=1, sensitivity_fractions=(0.5,),
                              sensitivity_images=200,
-                             finetune_images=512, batch_size=128, headline_epochs=1,
+                             finetune_images=512, schedules=((0.04, 128), (0.1, 64)),
+                             headline_epochs=1,
                              other_epochs=1, timing_steps=1, latency_repeats=5),
     ),
 }

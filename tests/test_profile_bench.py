@@ -4,7 +4,7 @@ import torch
 from helpers import paths
 from helpers.bench import seed_pipeline_seconds_per_epoch, seed_transform
 from helpers.data import PILDataset
-from helpers.profile import outputs, resolve_profile
+from helpers.profile import SIZES, NetworkSizes, outputs, resolve_profile
 
 
 def test_resolve_profile(monkeypatch):
@@ -25,6 +25,14 @@ def test_ci_outputs_never_point_into_the_repository():
         assert folder.is_dir() and paths.ROOT not in folder.parents
     assert outputs("full").checkpoint == paths.CHECKPOINT
     assert outputs("cpu").checkpoint == paths.CHECKPOINT
+
+
+def test_finetuning_schedules_are_checked():
+    for profile in SIZES.values():  # every profile has at least one valid candidate schedule
+        assert profile.network.schedules
+    for bad in ((), ((0.04, 128), (0.04, 128)), ((0.0, 128),), ((0.04, 0),), ((0.04, 1.5),)):
+        with pytest.raises(ValueError, match="schedule"):
+            NetworkSizes(schedules=bad)
 
 
 def test_seed_pipeline_dataset_and_timing(tiny_data):
