@@ -271,7 +271,7 @@ def latency_ms(model: nn.Module, batch_size: int, device: str | torch.device = "
 def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
                     device: str | torch.device = "cpu", repeats: int = 7, warmup: int = 2,
                     number: int | None = None, threads: int | None = None,
-                    min_sample_s: float = 0.05) -> pd.DataFrame:
+                    min_sample_s: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Forward-pass latency of several models, measured round-robin, with its spread.
 
     Every model is moved to ``device`` in eval mode, channels-last (the inputs' layout) and fed
@@ -280,8 +280,9 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
     enough for the first model, normally the largest, to run ``min_sample_s``, so that the
     clock's resolution and the per-call jitter of a batch of 1 do not dominate).
     Interleaving makes a slow phase of the machine (another process, a clock change) hit all
-    models alike, instead of whichever was being timed then. On the CPU the allocator is made
-    steady first (:func:`steady_allocator`).
+    models alike, instead of whichever was being timed then; each round visits the models in
+    a new random order (seeded by ``seed``), so that no model always follows the same one. On
+    the CPU the allocator is made steady first (:func:`steady_allocator`).
 
     Args:
         threads: CPU threads for the measurement (``torch.set_num_threads``, restored after);
@@ -307,9 +308,11 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
             _pass_seconds(first, x, 1)  # the first call pays one-off costs (kernel selection)
             number = max(1, math.ceil(min_sample_s / max(_pass_seconds(first, x, 1), 1e-6)))
         times: dict[str, list[float]] = {name: [] for name in nets}
+        names, rng = list(nets), np.random.default_rng(seed)
         for r in range(warmup + repeats):
-            for name, net in nets.items():
-                seconds = _pass_seconds(net, x, number)
+            for i in rng.permutation(len(names)):
+                name = names[i]
+                seconds = _pass_seconds(nets[name], x, number)
                 if r >= warmup:
                     times[name].append(1000 * seconds)
     rows = []

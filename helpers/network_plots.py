@@ -1,4 +1,4 @@
-"""Figures of notebook 05 (whole-network pruning): plans, recovery, fine-tuning, Pareto front.
+"""Figures of notebook 05 (whole-network pruning): plans, speed, recovery, fine-tuning, Pareto.
 
 Published anchors (ResNet20 on CIFAR-10, full 10,000-image test set, their own baselines):
 
@@ -180,5 +180,29 @@ def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
     ax2.set_xlabel("")
     ax2.set_title("Plans: filters kept per block")
     ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def speed_against_macs(plans: pd.DataFrame, dense_macs: float, min_speedup: float):
+    """Measured CPU speed-up of every plan against its MACs ratio.
+
+    ``plans``: rows ``{target, allocation, macs, speedup}`` (one per plan; plans with the same
+    widths share a time). The dotted diagonal is a speed-up equal to the MACs ratio, the
+    dashed line the speed goal.
+    """
+    d = plans.drop_duplicates("plan").assign(ratio=dense_macs / plans.macs)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sns.scatterplot(d, x="ratio", y="speedup", hue="allocation", style="allocation", s=60, ax=ax)
+    top = max(d.ratio.max(), d.speedup.max()) * 1.05
+    ax.plot([1, top], [1, top], color="grey", lw=1, ls=":", label="speed-up = MACs ratio")
+    ax.axhline(min_speedup, color="black", lw=1, ls="--", label=f"goal: {min_speedup:g}x")
+    for t, g in d.groupby("target"):
+        ax.annotate(f"{t:.0%}", (g.ratio.mean(), g.speedup.max()), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    ax.set(xlabel="MACs ratio (unpruned / pruned)", ylabel="speed-up, CPU, batch 256",
+           xlim=(1, top), ylim=(1, top))
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Fewer MACs against faster: each plan, timed", fontsize=11)
     fig.tight_layout()
     return fig

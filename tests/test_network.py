@@ -467,6 +467,25 @@ def test_compare_latency_reports_median_and_spread_and_restores_threads():
         compare_latency({}, 2)
 
 
+def test_compare_latency_visits_the_models_in_a_new_order_each_round():
+    calls = []
+
+    class Named(torch.nn.Module):  # records when it runs
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    names = [f"m{i}" for i in range(6)]
+    compare_latency({n: Named(n) for n in names}, 1, repeats=4, warmup=0, number=1)
+    rounds = [tuple(calls[-24:][i:i + 6]) for i in range(0, 24, 6)]
+    assert all(sorted(r) == names for r in rounds)  # every model once per round
+    assert len(set(rounds)) > 1  # 4 rounds of 6 models: one shared order has chance 1/720^3
+
+
 def test_fold_bn_computes_the_same_function_without_bn():
     pruned = prune_network(dense(3), uniform_plan(0.5), "l1")
     folded = fold_bn(pruned)
@@ -499,6 +518,11 @@ def test_network_figures_draw():
                  {"epoch": 2, "val_accuracy": 0.88, "val_images": 5000}]}, 0.91))
     figs.append(network_plots.sensitivity_and_plans(
         fake_sensitivity(), {"uniform": uniform_plan(0.5)}, DEFAULT_WIDTHS, BLOCK_NAMES))
+    timed = pd.DataFrame([{"target": t, "allocation": a, "plan": (t, a), "macs": m, "speedup": x}
+                          for t, a, m, x in ((0.5, "uniform", 21e6, 1.5),
+                                             (0.5, "sensitivity", 21e6, 1.4),
+                                             (0.7, "uniform", 13e6, 1.8))])
+    figs.append(network_plots.speed_against_macs(timed, 43e6, 1.5))
     assert all(len(f.axes) >= 1 for f in figs)
     front = network_plots.pareto_front(np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.4, 0.9]))
     assert front.tolist() == [0, 2]
