@@ -284,6 +284,13 @@ def render_network_pruning(r: dict) -> str:
     ]
     align = ["l", "r", "l", "l"] + ["r"] * 9
     speed = r.get("min_speedup")
+    tried = r.get("headline_plans") or []
+    trials = ("The headline plan was chosen on the validation images after "
+              f"{count(r.get('finetune', {}).get('headline_epochs'))} epochs of fine-tuning, "
+              "among (pruned, refit + recal. → fine-tuned): "
+              + "; ".join(f"`{p.get('strategy')}` `{p.get('allocation')}` "
+                          f"{pct(p.get('acc_pruned'))} → {pct(p.get('acc_finetuned'))}"
+                          for p in tried) + "." if tried else "")
     return "\n".join(
         [
             "### Whole-network pruning (notebook 05)",
@@ -303,6 +310,7 @@ def render_network_pruning(r: dict) -> str:
             + ".",
             "",
             table(header, rows, align),
+            *(["", trials] if trials else []),
         ]
     )
 
