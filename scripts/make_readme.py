@@ -324,11 +324,18 @@ def render_series(r: dict) -> str:
     profiles = [*sync_notebooks.PROFILES_TIMED,
                 *sorted(measured - set(sync_notebooks.PROFILES_TIMED))]
 
+    notes: list[str] = []
+
     def cell(run: dict | None) -> str:
         if not run:
             return "not yet measured"
         threads = f", {run['threads']} threads" if run.get("threads") else ""
-        return f"{sync_notebooks.duration(run['seconds'])} ({run.get('device', DASH)}{threads})"
+        mark = ""
+        if run.get("note"):
+            notes.append(run["note"])
+            mark = f" ({len(notes)})"
+        return (f"{sync_notebooks.duration(run['seconds'])} ({run.get('device', DASH)}{threads})"
+                f"{mark}")
 
     rows = [[f"[{stem}](notebooks/{stem}.ipynb)", *(cell(by.get(p)) for p in profiles)]
             for stem, by in runs.items()]
@@ -339,6 +346,7 @@ def render_series(r: dict) -> str:
         "",
         table(["Notebook", *(f"`{p}` profile" for p in profiles)], rows,
               ["l"] + ["r"] * len(profiles)),
+        *(["", *(f"({i}) {n}" for i, n in enumerate(notes, 1))] if notes else []),
     ])
 
 

@@ -170,8 +170,13 @@ def clean_file(source: Path, dest: Path | None = None, root: Path = ROOT) -> Pat
 # --------------------------------------------------------------------------- timing record
 
 
-def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES) -> dict:
-    """Store one notebook's run time under ``notebooks[stem][profile]`` in results/series.json."""
+def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES,
+                note: str | None = None) -> dict:
+    """Store one notebook's run time under ``notebooks[stem][profile]`` in results/series.json.
+
+    ``note`` says what the time does not include (e.g. fine-tuning loaded from state files that
+    an earlier, interrupted or separate run computed); the README and the provenance show it.
+    """
     import torch
 
     from helpers.profile import device_name
@@ -181,6 +186,8 @@ def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES) ->
     runs[profile] = {"seconds": round(seconds, 1), "device": device_name(),
                      "threads": torch.get_num_threads(),
                      "date": datetime.date.today().isoformat()}
+    if note:
+        runs[profile]["note"] = note
     series["notebooks"] = dict(sorted(series["notebooks"].items()))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(series, indent=1) + "\n")
@@ -240,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NN", help="run these notebooks, e.g. 03 04")
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
                         help="copy the executed notebooks over notebooks/ (default: not for ci)")
+    parser.add_argument("--note", help="recorded with the run times: what they leave out")
     parser.add_argument("--clean", nargs="+", type=Path, metavar=("EXECUTED", "DEST"),
                         help="only clean an executed notebook (into DEST, default in place)")
     args = parser.parse_args(argv)
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if copy:
                 clean_file(out, nb)
                 if profile in WRITES_REPOSITORY:
-                    record_time(nb.stem, profile, seconds)
+                    record_time(nb.stem, profile, seconds, note=args.note)
                 import sync_notebooks
 
                 # its provenance may cite what it just wrote; `make run` syncs all at the end

@@ -178,7 +178,9 @@ def outputs_line(nb, stem: str, series: dict | None) -> str:
         run = runs.get(name)
         if run:
             threads = f", {run['threads']} threads" if run.get("threads") else ""
-            times.append(f"`{name}` {duration(run['seconds'])} on {run.get('device')}{threads}")
+            note = f" ({run['note']})" if run.get("note") else ""
+            times.append(f"`{name}` {duration(run['seconds'])} on {run.get('device')}{threads}"
+                         f"{note}")
         else:
             times.append(f"`{name}` not yet measured")
     return f"{line} Run time of the whole notebook: {'; '.join(times)}."

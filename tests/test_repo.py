@@ -641,6 +641,10 @@ def test_series_timing_is_rendered():
     assert _row(md, "| [02_x]")[1:] == ["40.0 min (cpu, 2 threads)",
                                         "4.9 min (NVIDIA H200, 16 threads)"]
     assert make_readme.render_series({}) == ""
+    noted = make_readme.render_series({"notebooks": {"05_x": {"cpu": {
+        "seconds": 120, "device": "cpu", "threads": 2, "note": "fine-tuning loaded"}}}})
+    assert _row(noted, "| [05_x]")[1] == "2.0 min (cpu, 2 threads) (1)"
+    assert noted.endswith("(1) fine-tuning loaded")
 
 
 # --------------------------------------------------------------------------- run_series
@@ -703,8 +707,11 @@ def test_clean_file_and_record_time(tmp_path, monkeypatch):
     run_series.record_time("02_x", "cpu", 100.04, series)
     run_series.record_time("01_x", "full", 3.0, series)
     run_series.record_time("02_x", "cpu", 90.0, series)  # a rerun replaces the old time
+    run_series.record_time("03_x", "cpu", 5.0, series, note="resumed")
     data = json.loads(series.read_text())
-    assert list(data["notebooks"]) == ["01_x", "02_x"]
+    assert data["notebooks"]["03_x"]["cpu"]["note"] == "resumed"
+    assert "note" not in data["notebooks"]["02_x"]["cpu"]
+    assert list(data["notebooks"]) == ["01_x", "02_x", "03_x"]
     assert data["notebooks"]["02_x"]["cpu"]["seconds"] == 90.0
     assert {"device", "threads", "date"} <= set(data["notebooks"]["01_x"]["full"])
 
