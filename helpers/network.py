@@ -335,13 +335,16 @@ def speedups(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int 
 
     Latency depends on the widths, not on the weights, so each plan is timed as a fresh
     ResNet20 of its widths: no pruning is needed to know whether a plan meets a latency
-    budget. Models are timed interleaved (:func:`helpers.metrics.compare_latency`), in the
-    PyTorch-module form that the final measurement uses; returns median(unpruned) / median(plan).
+    budget. Each distinct widths is timed once, so plans with the same widths (e.g. two
+    strategies' uniform plans) get the same speed-up. Models are timed interleaved
+    (:func:`helpers.metrics.compare_latency`), in the PyTorch-module form that the final
+    measurement uses; returns median(unpruned) / median(plan).
     """
     if "unpruned" in plans:
         raise ValueError("'unpruned' names the reference network; give the plans other names")
+    widths = {name: check_plan(plan) for name, plan in plans.items()}
     nets = {"unpruned": copy.deepcopy(model).cpu()}
-    nets |= {name: resnet20(model.shortcut, check_plan(plan)) for name, plan in plans.items()}
+    nets |= {str(w): resnet20(model.shortcut, w) for w in dict.fromkeys(widths.values())}
     ms = compare_latency(nets, batch_size, "cpu", repeats, threads=threads)
     ms = ms.set_index("model").median_ms
-    return {name: float(ms["unpruned"] / ms[name]) for name in plans}
+    return {name: float(ms["unpruned"] / ms[str(w)]) for name, w in widths.items()}

@@ -533,8 +533,9 @@ def test_network_figures_draw():
 def test_speedups_time_plans_against_the_network():
     model = dense(widths=TINY)
     plan = tuple(max(1, w // 2) for w in TINY)
-    got = speedups(model, {"half": plan, "same": TINY}, batch_size=2, repeats=1)
-    assert set(got) == {"half", "same"} and all(v > 0 for v in got.values())
+    got = speedups(model, {"half": plan, "same": TINY, "twin": plan}, batch_size=2, repeats=1)
+    assert set(got) == {"half", "same", "twin"} and all(v > 0 for v in got.values())
+    assert got["twin"] == got["half"]  # the same widths are timed once
     with pytest.raises(ValueError, match="unpruned"):
         speedups(model, {"unpruned": plan})
     with pytest.raises(ValueError, match="layer1.0"):
