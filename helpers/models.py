@@ -9,6 +9,7 @@ load with ``strict=True`` into ``resnet20(shortcut="conv3x3")``: top ``conv``/``
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,14 +41,18 @@ class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
 
     ``mid_planes`` is conv1's output width: pruning shrinks it, while ``planes`` (conv2's
-    output) must stay because of the residual addition.
+    output) must stay because of the residual addition. With ``mid_planes = 0`` (every filter
+    pruned) conv2 would write zeros, so the residual branch is bn2 of zeros, a per-channel
+    constant: the block costs no MACs and computes ``relu(x + bias)``.
     """
 
     def __init__(self, in_planes: int, mid_planes: int, planes: int, stride: int, shortcut: str):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, mid_planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid_planes)
-        self.conv2 = nn.Conv2d(mid_planes, planes, 3, 1, 1, bias=False)
+        with warnings.catch_warnings():  # a removed block's empty weights: nothing to initialise
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.conv1 = nn.Conv2d(in_planes, mid_planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(mid_planes)
+            self.conv2 = nn.Conv2d(mid_planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Sequential()
         if stride != 1 or in_planes != planes:
@@ -57,10 +62,15 @@ class BasicBlock(nn.Module):
                 self.shortcut = nn.Sequential(
                     nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def residual(self, x: Tensor) -> Tensor:
+        """The residual branch, bn2(conv2(relu(bn1(conv1(x)))))."""
+        if self.conv1.out_channels == 0:  # conv2 of no channels: zeros (two, for BN's variance)
+            return self.bn2(x.new_zeros(2, self.bn2.num_features, 1, 1))[:1]
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.bn2(self.conv2(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.residual(x) + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -87,7 +97,9 @@ class ResNet(nn.Module):
 
     def _init_weights(self) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # as torchvision's ResNets; fc keeps PyTorch's default
+            # as torchvision's ResNets (fc keeps PyTorch's default); a removed block's
+            # conv1/conv2 have no weights to initialise
+            if isinstance(m, nn.Conv2d) and m.weight.numel():
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -104,7 +116,8 @@ class ResNet(nn.Module):
 
 
 def check_widths(widths: Sequence[int] | None) -> tuple[int, ...]:
-    """Validate a list of nine conv1 widths (None means the original ResNet20)."""
+    """Validate a list of nine conv1 widths (None means the original ResNet20); a width of 0
+    removes the block's residual branch (see :class:`BasicBlock`)."""
     if widths is None:
         return DEFAULT_WIDTHS
     widths = tuple(int(w) if isinstance(w, np.integer) else w for w in widths)
@@ -112,8 +125,9 @@ def check_widths(widths: Sequence[int] | None) -> tuple[int, ...]:
         raise ValueError(f"widths needs {len(BLOCK_NAMES)} integers, one per block "
                          f"({', '.join(BLOCK_NAMES)}); got {len(widths)}: {widths}")
     for name, w in zip(BLOCK_NAMES, widths, strict=True):
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
-            raise ValueError(f"widths: block {name} must have a positive integer width, got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
+            raise ValueError(f"widths: block {name} must have a non-negative integer width, "
+                             f"got {w!r}")
     return widths
 
 
@@ -125,7 +139,8 @@ def resnet20(shortcut: str = "A", widths: Sequence[int] | None = None,
         shortcut: ``"A"`` (parameter-free zero-padding identity, as in the paper) or
             ``"conv3x3"`` (3x3 conv + BN projection on downsampling blocks, as in the
             original work).
-        widths: conv1 output width of each of the nine blocks (default 16,16,16,32,...,64).
+        widths: conv1 output width of each of the nine blocks (default 16,16,16,32,...,64);
+            0 removes a block's residual branch.
         num_classes: outputs of the final linear layer.
     """
     if shortcut not in SHORTCUTS:

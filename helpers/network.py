@@ -16,8 +16,10 @@ activations it was not trained for; two repairs need no gradients:
 
 The per-block sensitivity a sensitivity-guided plan needs comes from notebook 04's sweep
 (:func:`sensitivity_from_json`), or is measured here (:func:`measure_sensitivity`);
-:func:`fold_bn` gives the BN-folded form a deployment would run, and :func:`speedups` the
+:func:`fold_bn` gives the BN-folded form a deployment would run, and :func:`speed_table` the
 measured CPU speed-up of plans (their widths alone set it), for a latency budget.
+:func:`removal_accuracy` measures what removing one whole block costs (a plan may keep 0
+filters in a block with an identity shortcut: :func:`helpers.plans.depth_plan`).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from helpers.data import normalize
 from helpers.metrics import accuracy, compare_latency, count_macs, count_params, ieee_fp32, predict
 from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, load_state_dict_checked, resnet20
-from helpers.plans import TREATMENTS, Sensitivity, check_plan
+from helpers.plans import REMOVABLE, TREATMENTS, Sensitivity, check_plan, check_removable
 from helpers.pruning import check_strategy, prune_block, pruned_block, recalibrate_bn
 from helpers.refit import RIDGE, augmented, refit_conv2
 
@@ -58,9 +62,13 @@ def _fit_block(block: BasicBlock, x: Tensor, target: Tensor, ridge: float,
     """Repair one pruned block on its actual inputs ``x``: bn1's statistics, then conv2 refit
     against ``target`` (the unpruned conv2 output), then bn2's (and the shortcut BN's)
     statistics for what the block now computes. Returns the block's output and the report."""
-    a = torch.relu(_fit_bn(block.bn1, block.conv1(x)))
-    report = refit_conv2(block, x, target, ridge, batch_size)  # reads bn1 as just set
-    out = _fit_bn(block.bn2, block.conv2(a))
+    if block.conv1.out_channels == 0:  # no filters: conv2 writes zeros, bn2 a constant
+        report = refit_conv2(block, x, target, ridge, batch_size)
+        out = _fit_bn(block.bn2, torch.zeros_like(target))
+    else:
+        a = torch.relu(_fit_bn(block.bn1, block.conv1(x)))
+        report = refit_conv2(block, x, target, ridge, batch_size)  # reads bn1 as just set
+        out = _fit_bn(block.bn2, block.conv2(a))
     sc = block.shortcut
     if isinstance(sc, nn.Sequential) and len(sc) == 2:  # conv3x3 + BN projection
         out = out + _fit_bn(sc[1], sc[0](x))
@@ -228,6 +236,27 @@ def block_sensitivity(model: ResNet, images: Tensor, labels: Tensor, calibration
     return records
 
 
+def removal_accuracy(model: ResNet, images: Tensor, labels: Tensor, calibration: Tensor,
+                     blocks: Sequence[str] = REMOVABLE, refit_images: int = 1024,
+                     recal_batches: int = RECAL_BATCHES, seed: int = 0,
+                     progress: bool = True) -> pd.DataFrame:
+    """Accuracy of ``model`` with one block removed at a time (all its filters pruned: the
+    residual branch becomes bn2's constant), repaired by refit + recalibration as
+    :func:`prune_network` does, on ``images``. One row per block: ``block, accuracy, loss``
+    (points of accuracy lost), ``eval_images``, most accurate first: what
+    :func:`helpers.plans.depth_plan` picks its blocks from."""
+    blocks = check_removable(blocks)
+    ok_dense = correct(model, images, labels)
+    rows = []
+    for name in tqdm(blocks, desc="removing blocks", disable=not progress):
+        _, ok = prune_and_score(model, {name: 0}, "l1", images, labels, calibration,
+                                refit_images=refit_images, recal_batches=recal_batches,
+                                seed=seed)
+        rows.append({"block": name, "accuracy": float(ok.mean()),
+                     "loss": 100 * float(ok_dense.mean() - ok.mean()), "eval_images": len(ok)})
+    return pd.DataFrame(rows).sort_values("accuracy", ascending=False, kind="stable")
+
+
 def sensitivity_for(model: ResNet, strategy: str, val_images: Tensor, val_labels: Tensor,
                     train_images: Tensor, json_path: str | Path | None = None,
                     measure_images: int = 1000, fractions: Sequence[float] = (0.25, 0.5, 0.75),
@@ -320,7 +349,8 @@ def fold_bn(model: ResNet) -> ResNet:
     folded = copy.deepcopy(model).eval()
     pairs = [(folded, "conv", "bn")]
     for block in folded.blocks().values():
-        pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
+        if block.conv1.out_channels:  # a removed block runs neither conv: its bn2 stays
+            pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
         if isinstance(block.shortcut, nn.Sequential) and len(block.shortcut) == 2:
             pairs.append((block.shortcut, "0", "1"))
     for parent, conv, bn in pairs:
@@ -329,22 +359,38 @@ def fold_bn(model: ResNet) -> ResNet:
     return folded
 
 
-def speedups(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int = 256,
-             repeats: int = 5, threads: int | None = None) -> dict[str, float]:
-    """Measured CPU speed-up over ``model`` of a network with each plan's widths.
+def speed_table(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int = 256,
+                repeats: int = 5, threads: int | None = None) -> pd.DataFrame:
+    """Measured CPU speed-up over ``model`` of a network with each plan's widths, with its
+    spread.
 
     Latency depends on the widths, not on the weights, so each plan is timed as a fresh
     ResNet20 of its widths: no pruning is needed to know whether a plan meets a latency
     budget. Each distinct widths is timed once, so plans with the same widths (e.g. two
     strategies' uniform plans) get the same speed-up. Models are timed interleaved
     (:func:`helpers.metrics.compare_latency`), in the PyTorch-module form that the final
-    measurement uses; returns median(unpruned) / median(plan).
+    measurement uses. One row per plan: ``plan, widths, speedup`` (median of the unpruned
+    network over median of the plan), ``speedup_low`` and ``speedup_high`` (the unpruned
+    network's first quartile over the plan's third, and its third over the plan's first: how
+    far the speed-up can move within the middle half of either timing).
     """
     if "unpruned" in plans:
         raise ValueError("'unpruned' names the reference network; give the plans other names")
     widths = {name: check_plan(plan) for name, plan in plans.items()}
     nets = {"unpruned": copy.deepcopy(model).cpu()}
     nets |= {str(w): resnet20(model.shortcut, w) for w in dict.fromkeys(widths.values())}
-    ms = compare_latency(nets, batch_size, "cpu", repeats, threads=threads)
-    ms = ms.set_index("model").median_ms
-    return {name: float(ms["unpruned"] / ms[str(w)]) for name, w in widths.items()}
+    ms = compare_latency(nets, batch_size, "cpu", repeats, threads=threads).set_index("model")
+    ref = ms.loc["unpruned"]
+    return pd.DataFrame([{"plan": name, "widths": w,
+                          "speedup": float(ref.median_ms / ms.loc[str(w)].median_ms),
+                          "speedup_low": float(ref.q1_ms / ms.loc[str(w)].q3_ms),
+                          "speedup_high": float(ref.q3_ms / ms.loc[str(w)].q1_ms)}
+                         for name, w in widths.items()])
+
+
+def speedups(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int = 256,
+             repeats: int = 5, threads: int | None = None) -> dict[str, float]:
+    """The median speed-up of each plan over ``model``, ``{name: speedup}``: see
+    :func:`speed_table` (which also gives the spread)."""
+    table = speed_table(model, plans, batch_size, repeats, threads)
+    return dict(zip(table.plan, table.speedup, strict=True))

@@ -206,3 +206,37 @@ def speed_against_macs(plans: pd.DataFrame, dense_macs: float, min_speedup: floa
     ax.set_title("Fewer MACs against faster: each plan, timed", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def removal_choice(removal: pd.DataFrame, min_speedup: float, eval_images: int,
+                   removed: Sequence[str] = ()):
+    """For each removable block: validation accuracy with it removed alone, against the speed-up
+    of the depth plan around it (error bars: ``speedup_low`` to ``speedup_high``).
+
+    ``removal``: rows ``{block, accuracy, speedup, speedup_low, speedup_high}``
+    (:func:`helpers.network.removal_accuracy` joined with :func:`helpers.network.speed_table`);
+    the blocks in ``removed`` (the choice) are drawn filled. The dashed line is the speed goal.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    stage = removal.block.str.slice(0, 6)
+    for (name, g), color in zip(stage.groupby(stage), sns.color_palette(n_colors=3),
+                                strict=False):
+        rows = removal.loc[g.index]
+        err = [rows.speedup - rows.speedup_low, rows.speedup_high - rows.speedup]
+        ax.errorbar(100 * rows.accuracy, rows.speedup, yerr=err, fmt="none", ecolor=color,
+                    lw=1)
+        chosen = rows.block.isin(removed)
+        ax.scatter(100 * rows.accuracy[~chosen], rows.speedup[~chosen], s=50,
+                   facecolors="none", edgecolors=color, label=f"a block of {name}")
+        ax.scatter(100 * rows.accuracy[chosen], rows.speedup[chosen], s=70, color=color,
+                   edgecolors="black", zorder=5)
+        for r in rows.itertuples():
+            ax.annotate(r.block, (100 * r.accuracy, r.speedup), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+    ax.axhline(min_speedup, color="black", lw=1, ls="--", label=f"goal: {min_speedup:g}x")
+    ax.set(xlabel=f"accuracy with the block removed (%), {eval_images:,} validation images",
+           ylabel="speed-up of its depth plan\n(CPU, batch 256)")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Which block to remove (filled: the choice)", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -17,7 +17,12 @@ and a plan's MACs have an exact closed form (:func:`plan_macs`, tested against
   loss, taking the loss of a plan as the sum of its blocks' losses. Solved exactly by dynamic
   programming over the MACs budget (a knapsack), not greedily.
 
-Both take ``round_to``: widths multiple of 8 run markedly faster in oneDNN's CPU convolutions
+A third, :func:`depth_plan`, removes whole blocks first: a block kept at 0 filters computes
+``relu(x + bias)`` (:class:`helpers.models.BasicBlock`), which also saves the memory-bound
+BN, ReLU and addition passes that filter pruning leaves in place; the rest of the budget is
+spread uniformly over the other blocks.
+
+All take ``round_to``: widths multiple of 8 run markedly faster in oneDNN's CPU convolutions
 than odd widths such as 7, 15 or 30 (notebook 05 times it).
 """
 
@@ -83,11 +88,13 @@ def block_shapes() -> tuple[BlockShape, ...]:
 
 BLOCKS = block_shapes()
 MACS_PER_FILTER = tuple(b.macs_per_filter for b in BLOCKS)
+REMOVABLE = tuple(b.name for b in BLOCKS if b.stride == 1 and b.in_planes == b.planes)
 
 
 def check_plan(plan: Sequence[int] | Mapping[str, int],
                widths: Sequence[int] = DEFAULT_WIDTHS) -> tuple[int, ...]:
-    """Validate a plan against the current ``widths``: nine integers, 1 <= k <= width.
+    """Validate a plan against the current ``widths``: nine integers, 0 <= k <= width (0 removes
+    the block's residual branch, allowed for the blocks with an identity shortcut).
 
     A plan may also be a mapping {block name: k}; blocks it leaves out keep their width.
     Raises ValueError naming the offending block.
@@ -104,9 +111,12 @@ def check_plan(plan: Sequence[int] | Mapping[str, int],
                          f"({', '.join(BLOCK_NAMES)}); got {len(plan)}: {plan}")
     out = []
     for name, k, width in zip(BLOCK_NAMES, plan, widths, strict=True):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= width:
             raise ValueError(f"plan: block {name} must keep an integer number of filters in "
-                             f"1..{width} (its conv1 has {width}), got {k!r}")
+                             f"0..{width} (its conv1 has {width}), got {k!r}")
+        if k == 0 and name not in REMOVABLE:
+            raise ValueError(f"plan: block {name} cannot keep 0 filters: only blocks with an "
+                             f"identity shortcut can be removed ({', '.join(REMOVABLE)})")
         out.append(int(k))
     return tuple(out)
 
@@ -154,7 +164,7 @@ def _budget(fraction_of_macs_removed: float, shortcut: str) -> int:
 
 
 def uniform_plan(fraction_of_macs_removed: float, shortcut: str = DEFAULT_SHORTCUT,
-                 round_to: int = 1) -> tuple[int, ...]:
+                 round_to: int = 1, removed: Sequence[str] = ()) -> tuple[int, ...]:
     """Keep (as nearly as integers allow) the same fraction of every block's filters, removing
     at least the target MACs.
 
@@ -163,23 +173,52 @@ def uniform_plan(fraction_of_macs_removed: float, shortcut: str = DEFAULT_SHORTC
     rounding its optimum is one common fraction for every block, and with widths restricted to
     multiples of ``round_to`` (which oneDNN's CPU convolutions run faster, for 8) it is the
     nearest even spread the budget allows, rather than the plan a rounding rule happens to give.
+    Blocks named in ``removed`` keep 0 filters (see :func:`depth_plan`).
     """
     losses = [w * c * (1 - np.arange(w + 1) / w) ** 2
               for w, c in zip(DEFAULT_WIDTHS, MACS_PER_FILTER, strict=True)]
     scale = sum(w * c for w, c in zip(DEFAULT_WIDTHS, MACS_PER_FILTER, strict=True))
     return _least_loss_plan([loss / scale for loss in losses], fraction_of_macs_removed,
-                            shortcut, round_to)
+                            shortcut, round_to, removed)
+
+
+def check_removable(removed: Sequence[str]) -> tuple[str, ...]:
+    """Block names that may be removed: blocks with an identity shortcut (a downsampling
+    block's projection is what carries its stage's input on)."""
+    if isinstance(removed, str):
+        raise ValueError(f"removed must be a sequence of block names, got the string {removed!r}")
+    removed = tuple(removed)
+    bad = [b for b in removed if b not in REMOVABLE]
+    if bad:
+        raise ValueError(f"cannot remove block(s) {bad}: removable blocks (identity shortcut) "
+                         f"are {', '.join(REMOVABLE)}")
+    return removed
+
+
+def depth_plan(fraction_of_macs_removed: float, removed: Sequence[str],
+               shortcut: str = DEFAULT_SHORTCUT, round_to: int = 1) -> tuple[int, ...]:
+    """Remove the ``removed`` blocks (0 filters), then :func:`uniform_plan` over the others.
+
+    Which blocks to remove is a measured choice: the ones whose removal alone costs least on
+    validation images (:func:`helpers.network.removal_accuracy`). If removing them already
+    meets the target the other blocks stay whole.
+    """
+    removed = check_removable(removed)
+    if not removed:
+        raise ValueError("depth_plan needs at least one block to remove")
+    return uniform_plan(fraction_of_macs_removed, shortcut, round_to, removed)
 
 
 def feasible_round_to(fraction_of_macs_removed: float, round_to: int,
-                      shortcut: str = DEFAULT_SHORTCUT) -> int:
+                      shortcut: str = DEFAULT_SHORTCUT, removed: Sequence[str] = ()) -> int:
     """``round_to``, or the largest of its divisors that can still reach the target.
 
     Widths multiple of 8 cannot go below 8 filters, so they remove at most 65.6% of ResNet20's
     MACs (conv3x3 shortcut): a 70% target falls back to multiples of 4.
     """
     for r in sorted((d for d in range(1, round_to + 1) if round_to % d == 0), reverse=True):
-        narrowest = [min(r, w) for w in DEFAULT_WIDTHS]
+        narrowest = [0 if n in removed else min(r, w)
+                     for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
         if plan_macs(narrowest, shortcut) <= plan_macs(DEFAULT_WIDTHS, shortcut) * (
                 1 - fraction_of_macs_removed):
             return r
@@ -194,8 +233,9 @@ def describe(plan: Sequence[int], shortcut: str = DEFAULT_SHORTCUT) -> dict:
 
 
 def _least_loss_plan(losses: Sequence[np.ndarray], fraction_of_macs_removed: float,
-                     shortcut: str, round_to: int) -> tuple[int, ...]:
-    """Widths ``k_b`` (multiples of ``round_to``, or the full width) minimising
+                     shortcut: str, round_to: int, removed: Sequence[str] = ()) -> tuple[int, ...]:
+    """Widths ``k_b`` (multiples of ``round_to``, or the full width; 0 for ``removed`` blocks)
+    minimising
     ``sum_b losses[b][k_b]`` subject to ``sum_b k_b * MACs_per_filter_b <= budget``, exactly:
     dynamic programming over the budget in units of the gcd of the per-filter costs (a few
     thousand units for ResNet20)."""
@@ -208,10 +248,12 @@ def _least_loss_plan(losses: Sequence[np.ndarray], fraction_of_macs_removed: flo
     best = np.full(capacity + 1, math.inf)  # best[j]: least loss of the blocks so far, j units
     best[0] = 0.0
     choices = []
-    for loss, width, cost in zip(losses, DEFAULT_WIDTHS, costs, strict=True):
+    for name, loss, width, cost in zip(BLOCK_NAMES, losses, DEFAULT_WIDTHS, costs, strict=True):
         ks = list(range(round_to, width + 1, round_to))
         if width not in ks:
             ks.append(width)
+        if name in removed:
+            ks = [0]
         new = np.full(capacity + 1, math.inf)
         arg = np.zeros(capacity + 1, dtype=np.int64)
         for k in ks:
@@ -226,7 +268,8 @@ def _least_loss_plan(losses: Sequence[np.ndarray], fraction_of_macs_removed: flo
         choices.append(arg)
     j = int(np.argmin(best))
     if not math.isfinite(best[j]):
-        narrowest = [min(round_to, w) for w in DEFAULT_WIDTHS]
+        narrowest = [0 if n in removed else min(round_to, w)
+                     for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
         raise ValueError(f"cannot remove {fraction_of_macs_removed:.1%} of the MACs with widths "
                          f"multiple of {round_to}: at most {macs_removed(narrowest, shortcut):.1%}")
     plan = []
@@ -340,20 +383,26 @@ def sensitivity_plan(fraction_of_macs_removed: float, sensitivity: Sensitivity,
     return _least_loss_plan(losses, fraction_of_macs_removed, shortcut, round_to)
 
 
-ALLOCATIONS = ("uniform", "sensitivity")
+ALLOCATIONS = ("uniform", "sensitivity", "depth")
 
 
 def plan_for(fraction_of_macs_removed: float, allocation: str,
              shortcut: str = DEFAULT_SHORTCUT, round_to: int = 1,
-             sensitivity: Sensitivity | None = None) -> tuple[int, ...]:
+             sensitivity: Sensitivity | None = None,
+             removed: Sequence[str] = ()) -> tuple[int, ...]:
     """The plan of one allocation at a target, widths multiple of ``round_to`` where the
-    target allows it (:func:`feasible_round_to`): :func:`uniform_plan` or
-    :func:`sensitivity_plan` (which needs ``sensitivity``)."""
+    target allows it (:func:`feasible_round_to`): :func:`uniform_plan`,
+    :func:`sensitivity_plan` (which needs ``sensitivity``) or :func:`depth_plan` (which needs
+    the ``removed`` blocks)."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    if allocation == "depth":
+        removed = check_removable(removed)
+        r = feasible_round_to(fraction_of_macs_removed, round_to, shortcut, removed)
+        return depth_plan(fraction_of_macs_removed, removed, shortcut, r)
     r = feasible_round_to(fraction_of_macs_removed, round_to, shortcut)
     if allocation == "uniform":
         return uniform_plan(fraction_of_macs_removed, shortcut, r)
-    if allocation != "sensitivity":
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if sensitivity is None:
         raise ValueError("a sensitivity-guided plan needs the blocks' sensitivity")
     return sensitivity_plan(fraction_of_macs_removed, sensitivity, shortcut, r)

@@ -70,7 +70,8 @@ class NetworkSizes:
     """Notebook 05: whole-network pruning, fine-tuning and latency (defaults: the full profile).
 
     Every target gets one fine-tuned network, chosen among its ``strategies`` x {uniform,
-    sensitivity} plans on the validation images: at the headline target every candidate is
+    sensitivity, depth} plans on the validation images (depth: one whole block removed, the
+    rest uniform; :func:`helpers.plans.depth_plan`): at the headline target every candidate is
     fine-tuned for ``headline_epochs`` and the best after fine-tuning is kept; at the others
     the best after prune + refit + recalibration is fine-tuned for ``other_epochs``.
     """

@@ -59,10 +59,11 @@ def get_block(model: ResNet, block: str) -> BasicBlock:
     return model.get_submodule(block)
 
 
-def check_k(block_module: BasicBlock, block: str, k: int) -> None:
-    width = block_module.conv1.out_channels
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
-        raise ValueError(f"k must be an integer in 1..{width} for block {block} "
+def check_k(block_module: BasicBlock, block: str, k: int, zero: bool = False) -> None:
+    """``k`` must be a count of filters the block has, 1..width (0..width with ``zero``)."""
+    width, low = block_module.conv1.out_channels, 0 if zero else 1
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not low <= k <= width:
+        raise ValueError(f"k must be an integer in {low}..{width} for block {block} "
                          f"(its conv1 has {width} filters), got {k!r}")
 
 
@@ -143,14 +144,16 @@ def _shrink(block: BasicBlock, keep: Tensor) -> None:
     conv1, bn1, conv2 = block.conv1, block.bn1, block.conv2
     dev = conv1.weight.device  # built on the block's device: no host round trip
     keep = keep.to(dev)
-    new1 = _like(nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False, device=dev),
-                 conv1)
+    with warnings.catch_warnings():  # k = 0: empty weights, nothing to initialise
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        new1 = nn.Conv2d(conv1.in_channels, k, 3, conv1.stride, 1, bias=False, device=dev)
+        new2 = nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False, device=dev)
+    new1, new2 = _like(new1, conv1), _like(new2, conv2)
     new1.weight.copy_(conv1.weight[keep])
     newbn = _like(nn.BatchNorm2d(k, eps=bn1.eps, momentum=bn1.momentum, device=dev), bn1)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(newbn, name).copy_(getattr(bn1, name)[keep])
     newbn.num_batches_tracked.copy_(bn1.num_batches_tracked)
-    new2 = _like(nn.Conv2d(k, conv2.out_channels, 3, 1, 1, bias=False, device=dev), conv2)
     new2.weight.copy_(conv2.weight[:, keep])
     for new in (new1, newbn, new2):
         new.train(block.training)
@@ -235,11 +238,17 @@ def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0
     """A pruned copy of one block of ``model`` (``model`` is untouched).
 
     This is the block that :func:`prune_block` puts in place; on its own it lets a caller (the
-    per-block sweep of :mod:`helpers.sweep`) prune without copying the whole network.
+    per-block sweep of :mod:`helpers.sweep`) prune without copying the whole network. ``k = 0``
+    removes every filter whatever the strategy: the block's residual branch becomes bn2's
+    per-channel constant (see :class:`helpers.models.BasicBlock`).
     """
     check_strategy(strategy)
     original = get_block(model, block)
-    check_k(original, block, k)
+    check_k(original, block, k, zero=True)
+    if k == 0:
+        b = copy.deepcopy(original)
+        _shrink(b, torch.zeros(0, dtype=torch.long))
+        return b
     if strategy in CLUSTER_STRATEGIES:
         if clustering is None:
             clustering = cluster_filters(model, block, k, fold_bn=strategy == "merge", seed=seed)

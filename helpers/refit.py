@@ -173,8 +173,14 @@ def refit_conv2(block: BasicBlock, inputs: Tensor, targets: Tensor, ridge: float
         ridge: ``lam`` = ``ridge`` x the mean diagonal of ``X^T X``.
 
     Returns a :class:`RefitReport`; the calibration MSE never increases (``mse_after <=
-    mse_before``): when the solve is not better the old weights are kept.
+    mse_before``): when the solve is not better the old weights are kept. A block pruned to no
+    filters has nothing to fit: its conv2 writes zeros (``refit`` is False).
     """
+    if block.conv2.in_channels == 0:
+        _check_block(block)
+        _check_pair(inputs, targets, block)
+        mse = float(targets.double().square().mean())
+        return RefitReport(mse, mse, targets[:, 0].numel(), 0.0, refit=False)
     return apply_refit(block.conv2, normal_equations(block, inputs, targets, batch_size), ridge)
 
 

@@ -291,6 +291,12 @@ def render_network_pruning(r: dict) -> str:
               + "; ".join(f"`{p.get('strategy')}` `{p.get('allocation')}` "
                           f"{pct(p.get('acc_pruned'))} → {pct(p.get('acc_finetuned'))}"
                           for p in tried) + "." if tried else "")
+    removed = r.get("removed_blocks") or []
+    if removed:
+        trials += (" " if trials else "") + (
+            f"The `depth` plans remove {', '.join(f'`{b}`' for b in removed)} whole (every "
+            "filter pruned: the block adds a learned constant to its input) and spread the rest "
+            "of the budget uniformly.")
     return "\n".join(
         [
             "### Whole-network pruning (notebook 05)",

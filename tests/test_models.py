@@ -59,8 +59,8 @@ def test_state_dict_names_of_the_original_work():
     fresh.load_state_dict(resnet20("conv3x3").state_dict(), strict=True)
 
 
-@pytest.mark.parametrize("bad,match", [((16,) * 8, "9 integers"), ((16,) * 8 + (0,), "layer3.2"),
-                                       ((16,) * 8 + (2.5,), "positive integer")])
+@pytest.mark.parametrize("bad,match", [((16,) * 8, "9 integers"), ((16,) * 8 + (-1,), "layer3.2"),
+                                       ((16,) * 8 + (2.5,), "non-negative integer")])
 def test_bad_widths(bad, match):
     with pytest.raises(ValueError, match=match):
         resnet20(widths=bad)
@@ -138,3 +138,10 @@ def test_layer_part_and_groups_reject_unknown_input():
         layer_part("head")
     with pytest.raises(ValueError, match="by must be"):
         layer_groups(layer_table(resnet20()), by="block")
+
+
+def test_block_parameters_keep_their_order():
+    # state_dict order is part of every cached result's key (finetune.model_fingerprint):
+    # conv1, bn1, conv2, bn2, as the original work registers them
+    keys = [k.split(".")[2] for k in resnet20("conv3x3").state_dict() if k.startswith("layer1.0.")]
+    assert list(dict.fromkeys(keys)) == ["conv1", "bn1", "conv2", "bn2"]

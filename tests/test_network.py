@@ -198,7 +198,8 @@ def test_unreachable_target_raises():
 
 @pytest.mark.parametrize("plan, block", [
     ((16,) * 8, None),
-    ((0, 16, 16, 32, 32, 32, 64, 64, 64), "layer1.0"),
+    ((16, 16, 16, 0, 32, 32, 64, 64, 64), "layer2.0"),
+    ((-1, 16, 16, 32, 32, 32, 64, 64, 64), "layer1.0"),
     ((16, 16, 16, 32, 33, 32, 64, 64, 64), "layer2.1"),
     ((16, 16, 16, 32, 32, 32, 64, 64, 2.5), "layer3.2"),
     ({"layer4.0": 3}, "layer4.0"),
@@ -539,7 +540,7 @@ def test_speedups_time_plans_against_the_network():
     with pytest.raises(ValueError, match="unpruned"):
         speedups(model, {"unpruned": plan})
     with pytest.raises(ValueError, match="layer1.0"):
-        speedups(model, {"bad": (0,) * 9})
+        speedups(model, {"bad": (-1,) * 9})
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

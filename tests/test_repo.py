@@ -507,7 +507,7 @@ NETWORK = {
 
 def _write_results(tmp_path: Path, **files: dict) -> Path:
     results = tmp_path / "results"
-    results.mkdir()
+    results.mkdir(parents=True)
     for name, data in files.items():
         (results / f"{name}.json").write_text(json.dumps(data))
     return results
@@ -586,6 +586,11 @@ def test_render_network_pruning_table(tmp_path):
     assert _row(md, "| 50% | 50.00% | `l1`")[8] == "-5.00"
     assert _row(md, "| 25%")[7] == "—"
     assert "1,000 test images" in md and "93.00%" in md and "1.5× faster" in md
+    assert "`depth`" not in md  # no block removed in these results: nothing said about it
+    md = make_readme.render_results(_write_results(
+        tmp_path / "depth", network_pruning=NETWORK | {"removed_blocks": ["layer1.1"]}),
+        tmp_path)
+    assert "The `depth` plans remove `layer1.1` whole" in md
 
 
 def test_figures_are_included_only_when_present(tmp_path):
