@@ -200,3 +200,23 @@ def test_fold_bn_keeps_a_removed_block():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(fold_bn(m)(x), m(x), atol=1e-4)
+
+
+def test_committed_pruned_checkpoint_is_the_one_the_results_describe(lab_root):
+    """checkpoints/resnet20_pruned50.pt round-trips through load_model into the headline's
+    widths, MACs and parameters, and scores its recorded validation accuracy (fp32; up to two
+    of the 5,000 images may flip where another CPU sums in another order)."""
+    import json
+
+    from helpers import paths
+    from helpers.data import load_splits
+
+    results = json.loads((paths.RESULTS / "network_pruning.json").read_text())
+    record = next(r for r in results["records"] if r["headline"])
+    pruned = load_model(paths.CHECKPOINTS / "resnet20_pruned50.pt").eval()
+    assert list(pruned.widths) == record["widths"]
+    assert count_macs(pruned) == record["macs"] and count_params(pruned) == record["params"]
+    data = load_splits(lab_root, warn=False)
+    ok = correct(pruned, data.val_images[:results["eval_images"]],
+                 data.val_labels[:results["eval_images"]])
+    assert abs(int(ok.sum()) - round(record["acc_finetuned"] * len(ok))) <= 2
