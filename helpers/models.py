@@ -23,6 +23,10 @@ DEFAULT_WIDTHS = tuple(w for w in STAGE_WIDTHS for _ in range(BLOCKS_PER_STAGE))
 BLOCK_NAMES = tuple(f"layer{s + 1}.{b}" for s in range(len(STAGE_WIDTHS))
                     for b in range(BLOCKS_PER_STAGE))
 SHORTCUTS = ("A", "conv3x3")
+# blocks whose shortcut is the identity, the ones that can be removed: all but the first block
+# of stages 2 and 3, which downsamples (stride 2, more planes) through its shortcut
+REMOVABLE = tuple(f"layer{s + 1}.{b}" for s in range(len(STAGE_WIDTHS))
+                  for b in range(BLOCKS_PER_STAGE) if s == 0 or b > 0)
 
 
 class PadShortcut(nn.Module):
@@ -43,7 +47,10 @@ class BasicBlock(nn.Module):
     ``mid_planes`` is conv1's output width: pruning shrinks it, while ``planes`` (conv2's
     output) must stay because of the residual addition. With ``mid_planes = 0`` (every filter
     pruned) conv2 would write zeros, so the residual branch is bn2 of zeros, a per-channel
-    constant: the block costs no MACs and computes ``relu(x + bias)``.
+    constant, and the block costs no MACs: in eval mode it adds bn2's shift
+    ``bias - weight * running_mean / sqrt(running_var + eps)``, which is ``bias`` once the
+    running statistics describe the zeros it now normalises (after training or
+    recalibration), as in train mode.
     """
 
     def __init__(self, in_planes: int, mid_planes: int, planes: int, stride: int, shortcut: str):

@@ -97,7 +97,8 @@ def _prune_and_refit(model: ResNet, plan: tuple[int, ...], strategy: str, seed: 
         x = x_dense
         for name, k, width in zip(BLOCK_NAMES, plan, model.widths, strict=True):
             ref = dense.get_submodule(name)
-            target = ref.conv2(torch.relu(ref.bn1(ref.conv1(x_dense))))
+            target = (ref.conv2(torch.relu(ref.bn1(ref.conv1(x_dense))))
+                      if ref.conv1.out_channels else torch.zeros_like(x_dense))  # removed
             block = pruned_block(pruned, name, k, strategy, seed) if k < width else (
                 pruned.get_submodule(name))
             x, report = _fit_block(block.eval(), x, target, ridge, batch_size)
@@ -150,8 +151,9 @@ def prune_network(model: ResNet, plan: Sequence[int] | Mapping[str, int], strate
     return pruned.eval()
 
 
-def prune_and_score(model: ResNet, plan: Sequence[int], strategy: str, images: Tensor,
-                    labels: Tensor, train_images: Tensor, treatment: str = "refit+recal",
+def prune_and_score(model: ResNet, plan: Sequence[int] | Mapping[str, int], strategy: str,
+                    images: Tensor, labels: Tensor, train_images: Tensor,
+                    treatment: str = "refit+recal",
                     refit_images: int = 1024, recal_batches: int = RECAL_BATCHES,
                     seed: int = 0) -> tuple[ResNet, np.ndarray]:
     """:func:`prune_network` with a named treatment, and its per-image correctness on
@@ -243,8 +245,8 @@ def removal_accuracy(model: ResNet, images: Tensor, labels: Tensor, calibration:
     """Accuracy of ``model`` with one block removed at a time (all its filters pruned: the
     residual branch becomes bn2's constant), repaired by refit + recalibration as
     :func:`prune_network` does, on ``images``. One row per block: ``block, accuracy, loss``
-    (points of accuracy lost), ``eval_images``, most accurate first: what
-    :func:`helpers.plans.depth_plan` picks its blocks from."""
+    (points lost against ``model`` as it is, without recalibration), ``eval_images``, most
+    accurate first: what :func:`helpers.plans.depth_plan` picks its blocks from."""
     blocks = check_removable(blocks)
     ok_dense = correct(model, images, labels)
     rows = []
@@ -254,7 +256,8 @@ def removal_accuracy(model: ResNet, images: Tensor, labels: Tensor, calibration:
                                 seed=seed)
         rows.append({"block": name, "accuracy": float(ok.mean()),
                      "loss": 100 * float(ok_dense.mean() - ok.mean()), "eval_images": len(ok)})
-    return pd.DataFrame(rows).sort_values("accuracy", ascending=False, kind="stable")
+    return (pd.DataFrame(rows).sort_values("accuracy", ascending=False, kind="stable")
+            .reset_index(drop=True))
 
 
 def sensitivity_for(model: ResNet, strategy: str, val_images: Tensor, val_labels: Tensor,
@@ -342,7 +345,8 @@ def fold_bn(model: ResNet) -> ResNet:
     In eval mode a BN is a per-channel affine map, so ``bn(conv(x))`` equals one convolution
     with scaled weights and a bias (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`). The copy
     computes the same function (to float rounding) without the BN passes over memory, which is
-    what a deployment would run; it cannot be trained further (its BN layers are gone).
+    what a deployment would run; it cannot be trained further (its BN layers are gone, but for
+    the bn2 of a removed block, which has no convolution to fold into and costs one tiny pass).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 

@@ -40,6 +40,7 @@ from helpers.models import (
     BLOCK_NAMES,
     BLOCKS_PER_STAGE,
     DEFAULT_WIDTHS,
+    REMOVABLE,
     SHORTCUTS,
     STAGE_WIDTHS,
     resnet20,
@@ -88,7 +89,6 @@ def block_shapes() -> tuple[BlockShape, ...]:
 
 BLOCKS = block_shapes()
 MACS_PER_FILTER = tuple(b.macs_per_filter for b in BLOCKS)
-REMOVABLE = tuple(b.name for b in BLOCKS if b.stride == 1 and b.in_planes == b.planes)
 
 
 def check_plan(plan: Sequence[int] | Mapping[str, int],
@@ -175,6 +175,7 @@ def uniform_plan(fraction_of_macs_removed: float, shortcut: str = DEFAULT_SHORTC
     nearest even spread the budget allows, rather than the plan a rounding rule happens to give.
     Blocks named in ``removed`` keep 0 filters (see :func:`depth_plan`).
     """
+    removed = check_removable(removed)
     losses = [w * c * (1 - np.arange(w + 1) / w) ** 2
               for w, c in zip(DEFAULT_WIDTHS, MACS_PER_FILTER, strict=True)]
     scale = sum(w * c for w, c in zip(DEFAULT_WIDTHS, MACS_PER_FILTER, strict=True))
@@ -396,6 +397,9 @@ def plan_for(fraction_of_macs_removed: float, allocation: str,
     the ``removed`` blocks)."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    if removed and allocation != "depth":
+        raise ValueError(f"removed blocks {tuple(removed)} need the 'depth' allocation, "
+                         f"not {allocation!r}")
     if allocation == "depth":
         removed = check_removable(removed)
         r = feasible_round_to(fraction_of_macs_removed, round_to, shortcut, removed)

@@ -199,6 +199,9 @@ def block_io(model: nn.Module, block: str, images: Tensor, batch_size: int = 500
     if block not in BLOCK_NAMES:
         raise ValueError(f"unknown block {block!r}; valid blocks: {', '.join(BLOCK_NAMES)}")
     mod = model.get_submodule(block)
+    if mod.conv2.in_channels == 0:
+        raise ValueError(f"block {block} is removed (0 filters): it has no conv2 output to refit "
+                         f"against")
     device = torch.device(device) if device else next(model.parameters()).device
     captured: dict[str, Tensor] = {}
 
