@@ -29,6 +29,21 @@ REMOVABLE = tuple(f"layer{s + 1}.{b}" for s in range(len(STAGE_WIDTHS))
                   for b in range(BLOCKS_PER_STAGE) if s == 0 or b > 0)
 
 
+def check_removable(removed: Sequence[str]) -> tuple[str, ...]:
+    """Block names that may be removed (kept at 0 filters): those in :data:`REMOVABLE`, whose
+    shortcut is the identity (a downsampling block's projection carries its stage's input on).
+    """
+    if isinstance(removed, str):
+        raise ValueError(f"removed must be a sequence of block names, got the string {removed!r}")
+    removed = tuple(removed)
+    bad = [b for b in removed if b not in REMOVABLE]
+    if bad:
+        raise ValueError(f"cannot remove block(s) {bad}: {', '.join(map(str, bad))} cannot keep "
+                         f"0 filters, only blocks with an identity shortcut can be removed "
+                         f"({', '.join(REMOVABLE)})")
+    return removed
+
+
 class PadShortcut(nn.Module):
     """Option A: subsample by 2 and zero-pad the new channels (no parameters)."""
 

@@ -37,8 +37,16 @@ from tqdm.auto import tqdm
 
 from helpers.data import normalize
 from helpers.metrics import accuracy, compare_latency, count_macs, count_params, ieee_fp32, predict
-from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, load_state_dict_checked, resnet20
-from helpers.plans import REMOVABLE, TREATMENTS, Sensitivity, check_plan, check_removable
+from helpers.models import (
+    BLOCK_NAMES,
+    REMOVABLE,
+    BasicBlock,
+    ResNet,
+    check_removable,
+    load_state_dict_checked,
+    resnet20,
+)
+from helpers.plans import TREATMENTS, Sensitivity, check_plan
 from helpers.pruning import check_strategy, prune_block, pruned_block, recalibrate_bn
 from helpers.refit import RIDGE, augmented, refit_conv2
 

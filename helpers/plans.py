@@ -40,9 +40,9 @@ from helpers.models import (
     BLOCK_NAMES,
     BLOCKS_PER_STAGE,
     DEFAULT_WIDTHS,
-    REMOVABLE,
     SHORTCUTS,
     STAGE_WIDTHS,
+    check_removable,
     resnet20,
 )
 
@@ -114,10 +114,8 @@ def check_plan(plan: Sequence[int] | Mapping[str, int],
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= width:
             raise ValueError(f"plan: block {name} must keep an integer number of filters in "
                              f"0..{width} (its conv1 has {width}), got {k!r}")
-        if k == 0 and name not in REMOVABLE:
-            raise ValueError(f"plan: block {name} cannot keep 0 filters: only blocks with an "
-                             f"identity shortcut can be removed ({', '.join(REMOVABLE)})")
         out.append(int(k))
+    check_removable([name for name, k in zip(BLOCK_NAMES, out, strict=True) if k == 0])
     return tuple(out)
 
 
@@ -183,19 +181,6 @@ def uniform_plan(fraction_of_macs_removed: float, shortcut: str = DEFAULT_SHORTC
                             shortcut, round_to, removed)
 
 
-def check_removable(removed: Sequence[str]) -> tuple[str, ...]:
-    """Block names that may be removed: blocks with an identity shortcut (a downsampling
-    block's projection is what carries its stage's input on)."""
-    if isinstance(removed, str):
-        raise ValueError(f"removed must be a sequence of block names, got the string {removed!r}")
-    removed = tuple(removed)
-    bad = [b for b in removed if b not in REMOVABLE]
-    if bad:
-        raise ValueError(f"cannot remove block(s) {bad}: removable blocks (identity shortcut) "
-                         f"are {', '.join(REMOVABLE)}")
-    return removed
-
-
 def depth_plan(fraction_of_macs_removed: float, removed: Sequence[str],
                shortcut: str = DEFAULT_SHORTCUT, round_to: int = 1) -> tuple[int, ...]:
     """Remove the ``removed`` blocks (0 filters), then :func:`uniform_plan` over the others.
@@ -204,10 +189,15 @@ def depth_plan(fraction_of_macs_removed: float, removed: Sequence[str],
     validation images (:func:`helpers.network.removal_accuracy`). If removing them already
     meets the target the other blocks stay whole.
     """
-    removed = check_removable(removed)
     if not removed:
         raise ValueError("depth_plan needs at least one block to remove")
     return uniform_plan(fraction_of_macs_removed, shortcut, round_to, removed)
+
+
+def _narrowest(round_to: int, removed: Sequence[str] = ()) -> list[int]:
+    """The narrowest plan with widths multiple of ``round_to`` (0 for ``removed`` blocks)."""
+    return [0 if n in removed else min(round_to, w)
+            for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
 
 
 def feasible_round_to(fraction_of_macs_removed: float, round_to: int,
@@ -218,9 +208,7 @@ def feasible_round_to(fraction_of_macs_removed: float, round_to: int,
     MACs (conv3x3 shortcut): a 70% target falls back to multiples of 4.
     """
     for r in sorted((d for d in range(1, round_to + 1) if round_to % d == 0), reverse=True):
-        narrowest = [0 if n in removed else min(r, w)
-                     for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
-        if plan_macs(narrowest, shortcut) <= plan_macs(DEFAULT_WIDTHS, shortcut) * (
+        if plan_macs(_narrowest(r, removed), shortcut) <= plan_macs(DEFAULT_WIDTHS, shortcut) * (
                 1 - fraction_of_macs_removed):
             return r
     raise ValueError(f"no plan can remove {fraction_of_macs_removed:.1%} of the MACs")
@@ -269,10 +257,9 @@ def _least_loss_plan(losses: Sequence[np.ndarray], fraction_of_macs_removed: flo
         choices.append(arg)
     j = int(np.argmin(best))
     if not math.isfinite(best[j]):
-        narrowest = [0 if n in removed else min(round_to, w)
-                     for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)]
+        most = macs_removed(_narrowest(round_to, removed), shortcut)
         raise ValueError(f"cannot remove {fraction_of_macs_removed:.1%} of the MACs with widths "
-                         f"multiple of {round_to}: at most {macs_removed(narrowest, shortcut):.1%}")
+                         f"multiple of {round_to}: at most {most:.1%}")
     plan = []
     for arg, cost in zip(reversed(choices), reversed(costs), strict=True):
         k = int(arg[j])

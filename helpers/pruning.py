@@ -31,7 +31,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor, nn
 
 from helpers.data import normalize
-from helpers.models import BLOCK_NAMES, REMOVABLE, BasicBlock, ResNet, resnet20
+from helpers.models import BLOCK_NAMES, BasicBlock, ResNet, check_removable, resnet20
 from helpers.refit import RIDGE, augmented, refit_block
 
 STRATEGIES = ("centroid", "first", "nearest", "merge", "l1", "random")
@@ -245,10 +245,8 @@ def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0
     check_strategy(strategy)
     original = get_block(model, block)
     check_k(original, block, k, zero=True)
-    if k == 0 and block not in REMOVABLE:
-        raise ValueError(f"block {block} cannot keep 0 filters: only blocks with an identity "
-                         f"shortcut can be removed ({', '.join(REMOVABLE)})")
     if k == 0:
+        check_removable([block])
         b = copy.deepcopy(original)
         _shrink(b, torch.zeros(0, dtype=torch.long))
         return b

@@ -7,10 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from helpers.metrics import count_macs, count_params
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
+from helpers.models import (
+    BLOCK_NAMES,
+    DEFAULT_WIDTHS,
+    REMOVABLE,
+    load_model,
+    resnet20,
+    save_model,
+)
 from helpers.network import correct, fold_bn, prune_network, removal_accuracy, speed_table
 from helpers.plans import (
-    REMOVABLE,
     check_plan,
     depth_plan,
     feasible_round_to,
@@ -21,25 +27,11 @@ from helpers.plans import (
 )
 from helpers.pruning import STRATEGIES, bn_scale_shift, cluster_filters, prune_block
 from helpers.refit import refit_conv2
-
-TINY = (4, 4, 4, 8, 8, 8, 8, 8, 8)
+from tests.test_network import TINY, dense, images
 
 
 def model(widths=None, seed=0):
-    torch.manual_seed(seed)
-    m = resnet20("conv3x3", widths)
-    with torch.no_grad():  # non-trivial BN statistics, as in a trained network
-        for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
-    return m.eval()
-
-
-def images(n, seed=0):
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
-                         generator=torch.Generator().manual_seed(seed))
+    return dense(seed, "conv3x3", widths)
 
 
 def test_removable_blocks_are_those_with_an_identity_shortcut():
