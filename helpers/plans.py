@@ -45,6 +45,7 @@ from helpers.models import (
     check_removable,
     resnet20,
 )
+from helpers.models import REMOVABLE as REMOVABLE  # the blocks a plan may keep at 0 filters
 
 TREATMENTS = ("none", "recal", "refit+recal")  # what a pruned network got before it was scored
 
