@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import os
 import pickle
 import warnings
@@ -21,8 +22,11 @@ import torch.nn.functional as F
 import torch.utils.data
 from torch import Tensor
 
+from helpers import paths
+
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE = "cifar-10-python.tar.gz"  # the name the archive is downloaded under, in the root
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -46,10 +50,18 @@ class CIFAR10(NamedTuple):
     classes: list[str]
 
 
+class DownloadError(RuntimeError):
+    """CIFAR-10 had to be downloaded and could not be: the message says where and how to fix."""
+
+
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root``, else ``$CIFAR10_ROOT``, else ``./data``."""
+    """The data root: ``root``, else ``$CIFAR10_ROOT``, else the repository's ``data/``.
+
+    The default is :data:`helpers.paths.DATA` (next to ``checkpoints/``), whatever the working
+    directory: a notebook started in ``notebooks/``, papermill or a script run from elsewhere.
+    """
     if root is None:
-        root = os.environ.get("CIFAR10_ROOT") or "data"
+        root = os.environ.get("CIFAR10_ROOT") or paths.DATA
     return Path(root).expanduser()
 
 
@@ -88,10 +100,42 @@ def _read_split(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _download(root: Path) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
+def _fetch(url: str, root: Path) -> None:
+    """Download ``url`` into ``root`` under its own name (torchvision's downloader, no check)."""
+    from torchvision.datasets.utils import download_url
 
-    download_and_extract_archive(URL, str(root), md5=ARCHIVE_MD5)
+    download_url(url, str(root), filename=ARCHIVE)
+
+
+def _download_error(root: Path, what: str) -> DownloadError:
+    return DownloadError(
+        f"could not download CIFAR-10 from {URL} into {root}: {what}. Fix it either way: set "
+        f"the CIFAR10_ROOT environment variable (or pass root=) to a folder that holds {FOLDER}, "
+        f"or connect to the internet and run again.")
+
+
+def _download(root: Path) -> None:
+    """Fetch the official archive into ``root`` and extract it there.
+
+    An archive already there whose md5 is not :data:`ARCHIVE_MD5` (left by an interrupted
+    download) is deleted and downloaded again, never extracted. A failed network call raises
+    :class:`DownloadError`, with the original exception as its cause.
+    """
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    archive = root / ARCHIVE
+    if archive.exists() and not check_integrity(str(archive), ARCHIVE_MD5):
+        archive.unlink()
+    if not archive.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            _fetch(URL, root)
+        except (OSError, http.client.HTTPException) as e:  # URLError and socket errors too
+            raise _download_error(root, f"{type(e).__name__}: {e}") from e
+        if not check_integrity(str(archive), ARCHIVE_MD5):
+            raise _download_error(root, f"{archive} is not the official archive (md5 mismatch; "
+                                  f"it is replaced on the next try)")
+    extract_archive(str(archive), str(root))
 
 
 def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) -> CIFAR10:
@@ -99,11 +143,12 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) 
 
     Args:
         root: folder that holds ``cifar-10-batches-py`` (or that folder itself). Defaults to
-            ``$CIFAR10_ROOT``, else ``./data``.
-        download: fetch the official archive (md5-checked) when the files are missing.
+            ``$CIFAR10_ROOT``, else the repository's ``data/`` (:func:`resolve_root`).
+        download: fetch the official archive (md5-checked) when the files are missing; a
+            failed download raises :class:`DownloadError`.
     """
-    source = ("the root argument" if root is not None else
-              "$CIFAR10_ROOT" if os.environ.get("CIFAR10_ROOT") else "the default ./data")
+    source = ("the root argument" if root is not None else "$CIFAR10_ROOT"
+              if os.environ.get("CIFAR10_ROOT") else "the default helpers.paths.DATA")
     root = resolve_root(root)
     folder = _batches_dir(root)
     needed = [folder / n for n in (*TRAIN_FILES, TEST_FILE, META_FILE)]

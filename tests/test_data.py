@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.data import MEAN, PADDING, STD, load_cifar10, normalize, random_crop_flip
+from helpers import paths
+from helpers.data import MEAN, PADDING, STD, load_cifar10, normalize, random_crop_flip, resolve_root
 from tests.conftest import CLASSES, write_cifar
 
 
@@ -29,6 +30,27 @@ def test_root_from_env_and_batches_folder(cifar_root, monkeypatch):
         assert len(load_cifar10().train_labels) == 100
     with pytest.warns(UserWarning):
         assert len(load_cifar10(cifar_root / "cifar-10-batches-py").test_labels) == 10
+
+
+def test_default_root_is_the_repository_data_folder(tmp_path, monkeypatch):
+    """Not ./data: a notebook in notebooks/, papermill or a script elsewhere finds the same."""
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    assert paths.DATA == paths.ROOT / "data" == paths.CHECKPOINTS.parent / "data"
+    for cwd in (tmp_path, paths.ROOT / "helpers"):  # elsewhere, and inside the repository
+        monkeypatch.chdir(cwd)
+        assert resolve_root() == paths.DATA and resolve_root().is_absolute()
+    monkeypatch.setenv("CIFAR10_ROOT", "")  # set but empty: the default too
+    assert resolve_root() == paths.DATA
+
+
+def test_env_and_root_argument_win_over_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "env"))
+    assert resolve_root() == tmp_path / "env"
+    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("CIFAR10_ROOT")
+    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_root("~/x") == Path.home() / "x"
 
 
 def test_missing_data_says_where_and_how_to_fix(tmp_path, monkeypatch):
@@ -126,8 +148,9 @@ def test_download_true_fetches_into_an_empty_folder(tmp_path, monkeypatch):
         load_cifar10(root, download=True)  # present now: not fetched again
     assert calls == [root]
 
-    monkeypatch.chdir(tmp_path)  # the default root, ./data, as in Colab
+    monkeypatch.setattr(paths, "DATA", tmp_path / "repo" / "data")  # the default root
+    monkeypatch.chdir(root)  # anywhere else
     with pytest.warns(UserWarning):
         s = data.load_splits(download=True, val_images=5)
-    assert calls == [root, Path("data")]
+    assert calls == [root, tmp_path / "repo" / "data"]
     assert (len(s.train_labels), len(s.val_labels), len(s.test_labels)) == (15, 5, 10)
