@@ -20,9 +20,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from helpers.data import CIFAR10, PILDataset, load_splits, normalize
+from helpers.device import default_device, device_name
 from helpers.metrics import synchronize
 from helpers.models import resnet20
-from helpers.profile import default_device, device_name
 from helpers.train import TrainConfig, bf16_supported, make_optimizer, make_step
 
 SEED_BATCH = 100  # the original work's DataLoader batch size
@@ -116,7 +116,7 @@ def bench_train(args) -> dict:
                              train_labels=data.train_labels[:args.train_images])
     out = {"device": device_name(device), "torch_version": torch.__version__,
            "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-           "bf16_supported": bf16_supported(device)}
+           "bf16_supported": bf16_supported(device, args.batch_size)}
     variants = {"fp32": {"bf16": False, "cuda_graph": False},
                 "bf16": {"bf16": True, "cuda_graph": False}}
     if device.type == "cuda":
@@ -126,12 +126,11 @@ def bench_train(args) -> dict:
     out["step_seconds"] = step
     out["bf16_speedup_vs_fp32"] = step["fp32"] / step["bf16"]
     print(f"device {out['device']}, torch {out['torch_version']}, {out['threads']} threads, "
-          f"batch {args.batch_size}; bf16 units: {out['bf16_supported']}")
+          f"batch {args.batch_size}; the trainer chooses "
+          f"{'bf16' if out['bf16_supported'] else 'fp32'} (helpers.train.bf16_supported)")
     print(f"training step, median of {args.rounds} interleaved rounds of {args.steps} steps:")
     for name, sec in step.items():
         print(f"  {name:18s} {1000 * sec:8.1f} ms/step  ({step['fp32'] / sec:.2f}x fp32)")
-    if not out["bf16_supported"]:
-        print("  (no bf16 units: autocast emulates bf16, the trainer uses fp32 here)")
     if args.seed_steps:
         out["seed_pipeline_seconds_per_epoch"] = seed_pipeline_seconds_per_epoch(
             data, device, args.seed_steps)
@@ -147,7 +146,7 @@ def bench_train(args) -> dict:
 
 
 def bench_sweep(args) -> dict:
-    from helpers.sweep_check import benchmark
+    from helpers.study.sweep_check import benchmark
 
     return benchmark(device=args.device, root=args.root)
 

@@ -12,8 +12,8 @@ and a plan's MACs have an exact closed form (:func:`plan_macs`, tested against
 
 - :func:`uniform_plan`: keep (as nearly as integers allow) the same fraction of every block.
 - :func:`sensitivity_plan`: from per-block curves "accuracy after pruning this block alone to k
-  filters" (:class:`Sensitivity`, measured by :func:`helpers.network.block_sensitivity` or read
-  from notebook 04's ``results/block_pruning.json``), the plan of least *predicted* accuracy
+  filters" (:class:`Sensitivity`, measured by :func:`helpers.study.network.block_sensitivity` or
+  read from notebook 04's ``results/block_pruning.json``), the plan of least *predicted* accuracy
   loss, taking the loss of a plan as the sum of its blocks' losses. Solved exactly by dynamic
   programming over the MACs budget (a knapsack), not greedily.
 
@@ -187,7 +187,7 @@ def depth_plan(fraction_of_macs_removed: float, removed: Sequence[str],
     """Remove the ``removed`` blocks (0 filters), then :func:`uniform_plan` over the others.
 
     Which blocks to remove is a measured choice: the ones whose removal alone costs least on
-    validation images (:func:`helpers.network.removal_accuracy`). If removing them already
+    validation images (:func:`helpers.study.network.removal_accuracy`). If removing them already
     meets the target the other blocks stay whole.
     """
     if not removed:

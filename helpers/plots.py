@@ -1,7 +1,7 @@
 """Figures shared by the notebooks (matplotlib + seaborn): the series' style, data, training.
 
-Notebook 03's figures are in :mod:`helpers.cluster_plots`, notebook 04's in
-:mod:`helpers.sweep_plots`, notebook 05's in :mod:`helpers.network_plots`.
+Notebook 03's figures are in :mod:`helpers.study.cluster_plots`, notebook 04's in
+:mod:`helpers.study.sweep_plots`, notebook 05's in :mod:`helpers.study.network_plots`.
 """
 
 from __future__ import annotations

@@ -238,8 +238,8 @@ def pruned_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0
     """A pruned copy of one block of ``model`` (``model`` is untouched).
 
     This is the block that :func:`prune_block` puts in place; on its own it lets a caller (the
-    per-block sweep of :mod:`helpers.sweep`) prune without copying the whole network. ``k = 0``
-    removes every filter whatever the strategy: the block's residual branch becomes bn2's
+    per-block sweep of :mod:`helpers.study.sweep`) prune without copying the whole network.
+    ``k = 0`` removes every filter whatever the strategy: the block's residual branch becomes bn2's
     per-channel constant (see :class:`helpers.models.BasicBlock`).
     """
     check_strategy(strategy)

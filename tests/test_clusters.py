@@ -1,4 +1,4 @@
-"""helpers.clusters: batches of clusterings, their scores, raw against BN-folded."""
+"""helpers.study.clusters: batches of clusterings, their scores, raw against BN-folded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from helpers.clusters import (
+from helpers.pruning import cluster_filters
+from helpers.study.clusters import (
     NULL_KINDS,
     canonical_labels,
     cluster_scores,
@@ -20,7 +21,6 @@ from helpers.clusters import (
     scores_with_null,
     seed_stability,
 )
-from helpers.pruning import cluster_filters
 from tests.test_pruning import make_model, one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -180,7 +180,7 @@ def test_scores_against_null_draws_one_panel_per_block():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers.cluster_plots import scores_against_null
+    from helpers.study.cluster_plots import scores_against_null
 
     df = scores_with_null(make_model(), {"layer1.0": [1, 2, 8], "layer1.1": [2, 8]},
                           kinds=("gaussian",), draws=2, features=("raw",), progress=False)

@@ -11,18 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import network_plots
-from helpers.finetune import ResultCache, compare_step_seconds, finetune, model_fingerprint
 from helpers.metrics import compare_latency, count_macs, count_params, steady_allocator
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
-from helpers.network import (
-    block_sensitivity,
-    fold_bn,
-    measure_sensitivity,
-    prune_network,
-    sensitivity_from_json,
-    speedups,
-)
 from helpers.plans import (
     MACS_PER_FILTER,
     Sensitivity,
@@ -35,6 +25,16 @@ from helpers.plans import (
     plan_params,
     sensitivity_plan,
     uniform_plan,
+)
+from helpers.study import network_plots
+from helpers.study.finetune import ResultCache, compare_step_seconds, finetune, model_fingerprint
+from helpers.study.network import (
+    block_sensitivity,
+    fold_bn,
+    measure_sensitivity,
+    prune_network,
+    sensitivity_from_json,
+    speedups,
 )
 from helpers.train import finetune_config
 
@@ -304,7 +304,7 @@ def test_refit_keeps_the_plan_of_already_narrow_models():
 
 
 def test_score_keeps_what_restore_needs(tiny_splits, tmp_path):
-    from helpers.network import correct, restore, score
+    from helpers.study.network import correct, restore, score
 
     model = dense(widths=TINY)
     plan = (2, 4, 3, 8, 5, 8, 8, 6, 8)

@@ -4,7 +4,8 @@ import torch
 from helpers import paths
 from helpers.bench import seed_pipeline_seconds_per_epoch, seed_transform
 from helpers.data import PILDataset
-from helpers.profile import SIZES, NetworkSizes, outputs, resolve_profile
+from helpers.study.profile import SIZES, NetworkSizes, outputs, resolve_profile
+from helpers.study.training import profile_config, profile_data, state_path
 
 
 def test_resolve_profile(monkeypatch):
@@ -25,6 +26,16 @@ def test_ci_outputs_never_point_into_the_repository():
         assert folder.is_dir() and paths.ROOT not in folder.parents
     assert outputs("full").checkpoint == paths.CHECKPOINT
     assert outputs("cpu").checkpoint == paths.CHECKPOINT
+
+
+def test_training_profile_recipe_data_and_state(tiny_data):
+    ci = SIZES["ci"].train
+    cfg = profile_config("ci", seed=3)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed) == (ci.epochs, ci.batch_size, ci.lr, 3)
+    assert cfg.checkpoint_every == 1  # short runs are checkpointed every epoch
+    assert len(profile_data(tiny_data, "ci").train_labels) == min(ci.train_images,
+                                                                  len(tiny_data.train_labels))
+    assert state_path("ci").parent == outputs("ci").checkpoints
 
 
 def test_finetuning_schedules_are_checked():

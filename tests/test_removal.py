@@ -15,7 +15,6 @@ from helpers.models import (
     resnet20,
     save_model,
 )
-from helpers.network import correct, fold_bn, prune_network, removal_accuracy, speed_table
 from helpers.plans import (
     check_plan,
     depth_plan,
@@ -27,6 +26,7 @@ from helpers.plans import (
 )
 from helpers.pruning import STRATEGIES, bn_scale_shift, cluster_filters, prune_block
 from helpers.refit import refit_conv2
+from helpers.study.network import correct, fold_bn, prune_network, removal_accuracy, speed_table
 from tests.test_network import TINY, dense, images
 
 
@@ -176,7 +176,7 @@ def test_speed_table_ratios(monkeypatch):
     # the ratios, from known timings: median over median, quartile over the opposite quartile
     fake = pd.DataFrame({"model": ["unpruned", str(half)], "median_ms": [10.0, 5.0],
                          "q1_ms": [9.0, 4.0], "q3_ms": [12.0, 6.0]})
-    monkeypatch.setattr("helpers.network.compare_latency", lambda *a, **k: fake)
+    monkeypatch.setattr("helpers.study.network.compare_latency", lambda *a, **k: fake)
     row = speed_table(m, {"half": half}).iloc[0]
     assert (row.speedup, row.speedup_low, row.speedup_high) == (2.0, 1.5, 3.0)
 
@@ -186,7 +186,7 @@ def test_removal_choice_figure():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import network_plots
+    from helpers.study import network_plots
 
     removal = pd.DataFrame({"block": ["layer1.1", "layer2.2", "layer3.1"],
                             "accuracy": [0.90, 0.91, 0.86], "speedup": [1.6, 1.49, 1.45],

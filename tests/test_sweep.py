@@ -1,5 +1,5 @@
-"""helpers.sweep: the cached per-block sweep gives what the naive whole-network way gives
-(helpers.sweep_check), and helpers.sweep_results reads it.
+"""helpers.study.sweep: the cached per-block sweep gives what the naive whole-network way gives
+(helpers.study.sweep_check), and helpers.study.sweep_results reads it.
 
 CPU, random-init models with randomised BN, a few dozen random images; the real-data check
 runs only when CIFAR10_ROOT is set.
@@ -17,7 +17,7 @@ import torch
 
 from helpers.models import BLOCK_NAMES
 from helpers.pruning import STRATEGIES, keep_indices, prune_block, recalibrate_bn
-from helpers.sweep import (
+from helpers.study.sweep import (
     TREATMENTS,
     BlockSweep,
     all_ks,
@@ -26,8 +26,8 @@ from helpers.sweep import (
     ks_at_fractions,
     sweep,
 )
-from helpers.sweep_check import naive_point
-from helpers.sweep_results import (
+from helpers.study.sweep_check import naive_point
+from helpers.study.sweep_results import (
     RECORD_KEYS,
     SweepResult,
     arm_means,
@@ -256,7 +256,7 @@ def test_plots_draw_a_small_sweep():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import sweep_plots
+    from helpers.study import sweep_plots
 
     rng = np.random.default_rng(0)
     records = [{"block": b, "strategy": s, "treatment": t, "kept_filters": k,

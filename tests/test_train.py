@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import helpers.train as train_mod
 from helpers.models import resnet20
 from helpers.train import EagerStep, TrainConfig, bf16_supported, lr_at, make_optimizer, train
 
@@ -94,16 +95,54 @@ def test_resume_refuses_a_run_with_a_teacher(tiny_splits, tmp_path):
         run(tiny_splits, checkpoint=tmp_path / "run.pt", teacher=fresh(1))
 
 
-def test_bf16_follows_the_config_and_the_device():
+@pytest.mark.parametrize("faster", [True, False])
+def test_bf16_follows_the_config_and_the_measurement(monkeypatch, faster):
+    """On a CPU with bf16 units, the step uses bf16 only when the measurement says it pays."""
+    monkeypatch.setattr(train_mod, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(train_mod, "cpu_bf16_faster", lambda batch_size: faster)
     model, cpu = fresh(), torch.device("cpu")
     assert not EagerStep(model, TrainConfig(bf16=False), cpu).bf16
-    assert EagerStep(model, TrainConfig(bf16=True), cpu).bf16 == bf16_supported(cpu)
-    assert isinstance(bf16_supported(cpu), bool)
+    assert EagerStep(model, TrainConfig(bf16=True), cpu).bf16 is faster
 
 
-@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bf16 units")
-def test_bf16_training_on_the_cpu_learns_and_stays_finite(tiny_splits):
+def test_no_bf16_on_a_cpu_without_bf16_units(monkeypatch):
+    monkeypatch.setattr(train_mod, "cpu_has_bf16_units", lambda: False)
+    monkeypatch.setattr(train_mod, "cpu_bf16_faster", lambda batch_size: True)
+    assert not bf16_supported("cpu")
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), False), ((8, 0), True),
+                                                       ((9, 0), True), ((6, 1), False)])
+def test_cuda_bf16_by_compute_capability_not_by_emulation(monkeypatch, capability, expected):
+    """A T4 (7.5) reports is_bf16_supported() True through emulation: it must not count."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: not expected)
+    assert bf16_supported("cuda") is expected
+
+
+def test_cpu_bf16_faster_compares_interleaved_medians(monkeypatch):
+    """fp32 and bf16 take turns; the warm-up round is dropped; medians decide."""
+    calls = []
+    # warm-up: bf16 looks fast; then bf16 is slower in 2 of 3 rounds (and in the median)
+    seconds = iter([9.0, 0.1, 1.0, 2.0, 1.0, 0.5, 1.0, 3.0])
+
+    def fake(model, x, y, bf16, steps):
+        calls.append(bf16)
+        return next(seconds)
+
+    monkeypatch.setattr(train_mod, "_cpu_step_seconds", fake)
+    train_mod.cpu_bf16_faster.cache_clear()
+    try:
+        assert train_mod.cpu_bf16_faster(8, steps=1, rounds=3) is False
+        assert calls == [False, True] * 4
+    finally:
+        train_mod.cpu_bf16_faster.cache_clear()
+
+
+@pytest.mark.skipif(not train_mod.cpu_has_bf16_units(), reason="this CPU has no bf16 units")
+def test_bf16_training_on_the_cpu_learns_and_stays_finite(tiny_splits, monkeypatch):
     """The bf16 step computes the same loss as fp32 up to bf16 rounding, and trains."""
+    monkeypatch.setattr(train_mod, "cpu_bf16_faster", lambda batch_size: True)  # force bf16
     x = tiny_splits.train_images[:32].float() / 255
     y = tiny_splits.train_labels[:32]
     losses = {}

@@ -1,7 +1,7 @@
 """Figures of notebook 03 (filters and clusters): filters, k-means++ seeds, cluster maps, scores.
 
 Each clustering score is drawn against the same score of structureless references
-(:func:`helpers.clusters.scores_with_null`).
+(:func:`helpers.study.clusters.scores_with_null`).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def scores_against_null(scores: pd.DataFrame, metric: str = "silhouette", featur
                         ncols: int = 3):
     """One panel per block: a clustering score of the trained filters against k (black) and
     the same score for each structureless reference (dashed: mean of the draws; band: their
-    range). ``scores`` as returned by :func:`helpers.clusters.scores_with_null`; ``metric``
+    range). ``scores`` as returned by :func:`helpers.study.clusters.scores_with_null`; ``metric``
     "silhouette" or "inertia_fraction" (the elbow curve)."""
     ylabel = {"silhouette": "mean silhouette",
               "inertia_fraction": "inertia / total sum of squares"}

@@ -214,8 +214,9 @@ def removal_choice(removal: pd.DataFrame, min_speedup: float, eval_images: int,
     of the depth plan around it (error bars: ``speedup_low`` to ``speedup_high``).
 
     ``removal``: rows ``{block, accuracy, speedup, speedup_low, speedup_high}``
-    (:func:`helpers.network.removal_accuracy` joined with :func:`helpers.network.speed_table`);
-    the blocks in ``removed`` (the choice) are drawn filled. The dashed line is the speed goal.
+    (:func:`helpers.study.network.removal_accuracy` joined with
+    :func:`helpers.study.network.speed_table`); the blocks in ``removed`` (the choice) are drawn
+    filled. The dashed line is the speed goal.
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     stage = removal.block.str.slice(0, 6)

@@ -165,16 +165,6 @@ def sizes(profile: str) -> Sizes:
     return SIZES[resolve_profile(profile)]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def device_name(device: torch.device | str | None = None) -> str:
-    """The GPU's name (e.g. 'NVIDIA H100 80GB HBM3'), or 'cpu': what results record."""
-    device = torch.device(device) if device else default_device()
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where a notebook writes its checkpoint, results (JSON) and figures."""

@@ -12,7 +12,7 @@ image by image, without fine-tuning:
   block's conv2 output (:mod:`helpers.refit`), then recalibrated;
 - ``"refit"``: the refit alone (not in the default set).
 
-:func:`helpers.sweep_check.naive_point` measures one point the way the original work did: copy
+:func:`helpers.study.sweep_check.naive_point` measures one point the way the original work did: copy
 the whole network, prune (and refit) it, recalibrate the whole network, and push the images
 through a ``DataLoader`` with torchvision transforms, 100 at a time. :class:`BlockSweep` gives
 exactly the same numbers (up to float rounding) far faster, because most of that work does not
@@ -43,14 +43,14 @@ depend on the point:
   (first, nearest, l1, random) often keep the same set.
 
 Precision: IEEE fp32 (:func:`ieee_fp32`: no TF32 on CUDA), or, with ``bf16=True``, every forward
-pass (evaluation and recalibration, in the sweep and in :func:`~helpers.sweep_check.naive_point`
-alike) under bfloat16 autocast, which is 2-3x faster on CPUs with bf16 units. The refit is
-always computed in float32/float64.
+pass (evaluation and recalibration, in the sweep and in
+:func:`~helpers.study.sweep_check.naive_point` alike) under bfloat16 autocast, which is 2-3x
+faster on CPUs with bf16 units. The refit is always computed in float32/float64.
 
-Two modules go with this one: :mod:`helpers.sweep_results` holds :class:`SweepResult` (what a
-sweep returns) and the functions that read it (paired comparisons, scoreboards, the best arm);
-:mod:`helpers.sweep_check` holds the naive reference (:func:`~helpers.sweep_check.naive_point`)
-and the benchmark of this module against it.
+Two modules go with this one: :mod:`helpers.study.sweep_results` holds :class:`SweepResult`
+(what a sweep returns) and the functions that read it (paired comparisons, scoreboards, the best
+arm); :mod:`helpers.study.sweep_check` holds the naive reference
+(:func:`~helpers.study.sweep_check.naive_point`) and the benchmark of this module against it.
 """
 
 from __future__ import annotations
@@ -67,11 +67,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.clusters import cluster_table
 from helpers.data import normalize
+from helpers.device import default_device, device_name
 from helpers.metrics import ieee_fp32
 from helpers.models import BLOCK_NAMES, ResNet
-from helpers.profile import default_device, device_name
 from helpers.pruning import (
     CLUSTER_STRATEGIES,
     STRATEGIES,
@@ -94,7 +93,8 @@ from helpers.refit import (
     block_io,
     normal_equations,
 )
-from helpers.sweep_results import ALL_TREATMENTS, SweepResult
+from helpers.study.clusters import cluster_table
+from helpers.study.sweep_results import ALL_TREATMENTS, SweepResult
 
 TREATMENTS = ("none", "recal", "refit+recal")  # the default set; "refit" (alone) also exists
 SUBSET_STRATEGIES = ("first", "nearest", "l1", "random")  # keep original filters unchanged
@@ -413,7 +413,7 @@ class BlockSweep:
             treatments: of ``"none"``, ``"recal"``, ``"refit"``, ``"refit+recal"``.
 
         Records come block by block in the order of ``blocks``, then by k as given, strategy,
-        and treatment in the order of :data:`~helpers.sweep_results.ALL_TREATMENTS`.
+        and treatment in the order of :data:`~helpers.study.sweep_results.ALL_TREATMENTS`.
         """
         t0 = time.perf_counter()
         if blocks is None:

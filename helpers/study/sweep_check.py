@@ -3,9 +3,9 @@
 :func:`naive_point` measures one sweep point the way the original work did: copy the whole
 network, prune (and refit) it, recalibrate the whole network, and push the images through a
 ``DataLoader`` with torchvision transforms, 100 at a time. It is the reference the cached
-:class:`helpers.sweep.BlockSweep` must match (up to float rounding; the tests and notebook 04
+:class:`helpers.study.sweep.BlockSweep` must match (up to float rounding; the tests and notebook 04
 check it), and :func:`benchmark` (``python -m helpers.bench sweep``) times both side by side.
-Records and comparisons live in :mod:`helpers.sweep_results`.
+Records and comparisons live in :mod:`helpers.study.sweep_results`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from helpers.data import MEAN, STD, PILDataset
+from helpers.device import default_device
 from helpers.metrics import ieee_fp32
 from helpers.models import ResNet
-from helpers.profile import default_device
 from helpers.pruning import STRATEGIES, prune_block, recalibrate_bn
 from helpers.refit import RIDGE
-from helpers.sweep import (
+from helpers.study.sweep import (
     CHANNELS_LAST,
     block_widths,
     check_treatment,

@@ -1,7 +1,8 @@
 """Figures of notebook 04 (block pruning sweep): accuracy against filters kept, drop heatmaps.
 
 ``df`` is a sweep's records as a DataFrame (one row per block, strategy, treatment and number
-of conv1 filters kept); the paired differences come from :func:`helpers.sweep_results.compare`.
+of conv1 filters kept); the paired differences come from
+:func:`helpers.study.sweep_results.compare`.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def drop_heatmaps(df: pd.DataFrame, panels, bins: int = 8, eval_images: int | No
 
 def paired_differences(table: pd.DataFrame, title: str = ""):
     """Accuracy difference A - B (points) with its 95% interval at every (block, k) point of
-    :func:`helpers.sweep_results.compare`, one panel per stage, one colour per block; filled markers
-    are significant (exact McNemar, 5%), hollow ones ties."""
+    :func:`helpers.study.sweep_results.compare`, one panel per stage, one colour per block; filled
+    markers are significant (exact McNemar, 5%), hollow ones ties."""
     stages = sorted(table.block.str[:6].unique())
     fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), sharey=True,
                              squeeze=False)
@@ -149,3 +150,52 @@ def paired_differences(table: pd.DataFrame, title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def rule_means(df: pd.DataFrame, strategies, treatments=("none", "recal", "refit+recal"),
+               bins: int = 16, spread: bool = True, dense: float | None = None,
+               eval_images: int | None = None, split: str = "validation", title: str = ""):
+    """Accuracy against the fraction of conv1 filters kept, averaged over the blocks: one panel
+    per treatment, one line per strategy (its mean over the blocks at each kept fraction), the
+    blocks' range (lowest to highest) shaded when ``spread``; the thin black line is the
+    unpruned network (``dense``, a fraction).
+
+    The readable form of :func:`original_study` (nine lines per panel there), introduced in
+    lesson 04 (``notebooks/04_block_pruning.ipynb``, section 6). The fractions are those of
+    :func:`kept_bins`; with ``bins=16`` (1/16 .. 15/16) they are exact for widths 16, 32 and
+    64, so every block enters every fraction, and only pruned points (k < width).
+    """
+    d = kept_bins(df[df.strategy.isin(strategies) & df.treatment.isin(treatments)], bins)
+    fig, axes = plt.subplots(1, len(treatments), figsize=(4.6 * len(treatments), 3.5),
+                             sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], treatments, strict=True):
+        for s in strategies:
+            g = 100 * d[(d.strategy == s) & (d.treatment == t)].groupby("bin").accuracy.agg(
+                ["mean", "min", "max"])
+            x = 100 * g.index.to_numpy()
+            ax.plot(x, g["mean"], color=STRATEGY_COLORS.get(s), marker=".", lw=1.4, label=s)
+            if spread:
+                ax.fill_between(x, g["min"], g["max"], color=STRATEGY_COLORS.get(s), alpha=0.12,
+                                lw=0)
+        if dense is not None:
+            ax.axhline(100 * dense, color="black", lw=0.8)
+        ax.set_title(f"treatment: {t}", fontsize=10)
+        ax.set_xlabel("conv1 filters kept (% of the block's width)")
+    axes[0, 0].set_ylabel("accuracy (%), mean over the blocks", fontsize=9)
+    axes[0, -1].legend(fontsize=8, loc="lower right")
+    if title or eval_images:
+        fig.suptitle(f"{title}{_images(eval_images, split)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def like_for_like_heatmaps(df: pd.DataFrame, original, arms, reference: str = "l1", **kwargs):
+    """:func:`drop_heatmaps` of the ``original`` arm, then of every arm of ``arms`` next to
+    the ``reference`` strategy under the *same* treatment, so that each clustering panel is
+    compared with like (e.g. ``first`` with refit + recal beside ``l1`` with refit + recal).
+    Arms are ``(strategy, treatment)`` pairs; repeated panels are drawn once; ``kwargs`` go to
+    :func:`drop_heatmaps`. The figure of the README (``img/block_pruning.png``)."""
+    panels = [tuple(original)]
+    for strategy, treatment in arms:
+        panels += [(reference, treatment), (strategy, treatment)]
+    return drop_heatmaps(df, list(dict.fromkeys(panels)), **kwargs)

@@ -1,18 +1,19 @@
 """Reading a per-block pruning sweep: its records, and paired comparisons between its arms.
 
-:class:`SweepResult` is what :func:`helpers.sweep.sweep` (and :meth:`helpers.sweep.BlockSweep.run`)
-returns: one record ``{block, strategy, treatment, kept_filters, accuracy}`` per point, with the
-per-image correctness behind each accuracy, and their context; it is written to JSON with
+:class:`SweepResult` is what :func:`helpers.study.sweep.sweep` (and
+:meth:`helpers.study.sweep.BlockSweep.run`) returns: one record ``{block, strategy, treatment,
+kept_filters, accuracy}`` per point, with the per-image correctness behind each accuracy, and
+their context; it is written to JSON with
 :meth:`SweepResult.to_json`. The functions below read it: an **arm** is a ``(strategy,
 treatment)`` pair, and :func:`compare` tests two arms point by point on the same images
 (:func:`helpers.stats.paired_test`), :func:`scoreboard` counts their wins over all points,
 :func:`arm_means` and :func:`best_arm` rank the arms by mean accuracy, and :func:`refit_table`
 lists what the refit did at every point.
 
-This module does not import :mod:`helpers.sweep` (which imports it), so the names both need are
-defined here: every treatment (:data:`ALL_TREATMENTS`; the sweep's default set, ``TREATMENTS``,
-stays in :mod:`helpers.sweep`) and the record keys (:data:`RECORD_KEYS`). The naive reference
-and the benchmark are in :mod:`helpers.sweep_check`.
+This module does not import :mod:`helpers.study.sweep` (which imports it), so the names both need
+are defined here: every treatment (:data:`ALL_TREATMENTS`; the sweep's default set, ``TREATMENTS``,
+stays in :mod:`helpers.study.sweep`) and the record keys (:data:`RECORD_KEYS`). The naive reference
+and the benchmark are in :mod:`helpers.study.sweep_check`.
 """
 
 from __future__ import annotations

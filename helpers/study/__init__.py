@@ -1,0 +1,18 @@
+"""The study machinery: what the reproduction notebooks (``study/*.ipynb``) run on the core.
+
+- :mod:`helpers.study.profile`  run profiles (full, cpu, ci) and the one table of their sizes
+- :mod:`helpers.study.training` notebook 02's training run by profile, and its CLI
+  (``python -m helpers.study.training --profile cpu``)
+- :mod:`helpers.study.clusters` many clusterings at once, elbow/silhouette scores, raw vs BN-folded
+- :mod:`helpers.study.cluster_plots` the filter and cluster figures (cluster maps, scores vs null)
+- :mod:`helpers.study.sweep`    the fast (cached) per-block pruning sweep and its treatments
+- :mod:`helpers.study.sweep_results` a sweep's records, paired comparisons, scoreboards, best arm
+- :mod:`helpers.study.sweep_check` the naive reference sweep point, the fast-vs-naive benchmark
+- :mod:`helpers.study.sweep_plots` the block pruning sweep figures (strategy grids, heatmaps)
+- :mod:`helpers.study.network`  whole-network plans, prune_network, recovery, latency
+- :mod:`helpers.study.network_plots` the whole-network figures (Pareto, recovery)
+- :mod:`helpers.study.finetune` resumable fine-tuning with distillation, and a result cache
+
+These modules import the core (:mod:`helpers`) and each other; no core module imports them
+(except :mod:`helpers.bench`, the top-layer benchmark).
+"""
