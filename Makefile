@@ -1,11 +1,9 @@
-# GNU make. `make run` executes the tutorial series, `make test` runs every test.
+# GNU make. `make run` executes the lessons, `make test` runs every test, `make reproduce`
+# regenerates the full study (checkpoints/, results/*.json, img/) from scratch.
 #
 # The environment is passed through untouched: set CIFAR10_ROOT (the folder that holds
-# cifar-10-batches-py/) to use a local copy of CIFAR-10; .ci/run sets it for CI.
-#
-# Notebooks resolve checkpoints/, results/ and img/ through helpers.paths, so the working
-# directory does not matter for them; `make run` runs them in the repository root, so that the
-# default data folder (./data, when CIFAR10_ROOT is unset) is the repository's data/.
+# cifar-10-batches-py/) to use a local copy of CIFAR-10; .ci/run sets it for CI. Without it the
+# data is downloaded once into the repository's data/, whatever the working directory.
 
 PY ?= python3
 VENV = .venv
@@ -13,14 +11,18 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+STUDY := $(sort $(wildcard study/[0-9][0-9]_*.ipynb))
 CI_DIR = build/ci
-CI_NOTEBOOKS := $(patsubst notebooks/%,$(CI_DIR)/%,$(NOTEBOOKS))
+CI_NOTEBOOKS := $(patsubst %,$(CI_DIR)/%,$(NOTEBOOKS) $(STUDY))
 
-# `make run` (scripts/run_series.py) executes the notebooks one at a time, in order, each into
+# `make run` (scripts/run_series.py) executes the lessons one at a time, in order, each into
 # build/run/ (log: build/run/series.log), and copies it over notebooks/ only when it succeeded,
-# without papermill's injected-parameters cell; it times each one (results/series.json) and
-# regenerates the provenance cells. PROFILE=auto picks `full` on a CUDA GPU, else `cpu`;
-# `make run PROFILE=cpu ONLY="03 04"` runs some notebooks only.
+# without papermill's injected-parameters cell; it records each one's run time in
+# results/series.json and regenerates the provenance cells. Lessons read the committed study and
+# write only to build/lessons/. `make run ONLY="03 04"` runs some lessons only.
+#
+# `make reproduce` runs study/ the same way: PROFILE=auto picks `full` on a CUDA GPU, else the
+# long `cpu` path; every step resumes from its state files when interrupted; then README.
 PROFILE ?= auto
 ONLY ?=
 # nbval: --nbval-lax runs every cell (an exception fails the test) but compares outputs only
@@ -30,13 +32,14 @@ NBVAL_FLAGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cac
 # where the time of `make test` goes (budget: under 20 minutes on a fresh clone, install included).
 PYTEST_FLAGS = --durations=10
 
-.PHONY: help venv run test unit-test nb-test lint bench readme sync clean
+.PHONY: help venv run reproduce test unit-test nb-test lint bench readme sync clean
 
 help:
 	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
-	@echo "make run    - execute notebooks/[0-9][0-9]_*.ipynb in order (PROFILE=auto, ONLY=\"03 04\"), then README"
+	@echo "make run    - the lessons: execute notebooks/[0-9][0-9]_*.ipynb in order (ONLY=\"03 04\")"
+	@echo "make reproduce - the full study, study/*.ipynb (PROFILE=auto: full on GPU, else cpu), then README"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
-	@echo "make lint   - ruff check helpers tests scripts notebooks"
+	@echo "make lint   - ruff check helpers tests scripts notebooks study"
 	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"
 	@echo "make readme - regenerate the README results section from results/*.json"
 	@echo "make sync   - rewrite the notebooks' generated cells (badge, provenance, setup, navigation)"
@@ -50,8 +53,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e . --no-deps
 	touch $@
 
+# Lessons change only the notebooks and results/series.json; `make readme` shows their times.
 run: venv sync
-	$(BIN)/python scripts/run_series.py --profile $(PROFILE) $(if $(strip $(ONLY)),--only $(ONLY))
+	$(BIN)/python scripts/run_series.py $(if $(strip $(ONLY)),--only $(ONLY))
+	$(MAKE) sync
+
+reproduce: venv sync
+	$(BIN)/python scripts/run_series.py --study --profile $(PROFILE) $(if $(strip $(ONLY)),--only $(ONLY))
 	$(MAKE) sync readme
 
 test: unit-test nb-test
@@ -62,14 +70,15 @@ unit-test: venv
 # --prepare-only injects PROFILE=ci and keeps the committed outputs, which nbval compares against.
 nb-test: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/[0-9][0-9]_*.ipynb found" >&2; exit 1; }
-	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)
-	@set -e; for nb in $(NOTEBOOKS); do \
-		$(BIN)/papermill --prepare-only -p PROFILE ci $$nb $(CI_DIR)/$$(basename $$nb) --no-progress-bar; \
+	@test -n "$(STUDY)" || { echo "no study/[0-9][0-9]_*.ipynb found" >&2; exit 1; }
+	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)/notebooks $(CI_DIR)/study
+	@set -e; for nb in $(NOTEBOOKS) $(STUDY); do \
+		$(BIN)/papermill --prepare-only -p PROFILE ci $$nb $(CI_DIR)/$$nb --no-progress-bar; \
 	done
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) $(NBVAL_FLAGS) $(CI_NOTEBOOKS)
 
 lint: venv
-	$(BIN)/ruff check helpers tests scripts notebooks
+	$(BIN)/ruff check helpers tests scripts notebooks study
 
 bench: venv
 	$(BIN)/python -m helpers.bench train

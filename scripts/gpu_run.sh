@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole GPU job in one call: CUDA tests, training (02), clusters (03) and the sweep (04) in
-# the given profile, the benchmarks, and everything they wrote packed for the way back.
+# The whole GPU job in one call: CUDA tests, the study's training (study/02), clusters (03) and
+# sweep (04) in the given profile, the benchmarks, the lessons (notebooks/, timed), and
+# everything they wrote packed for the way back.
 #
 #   bash scripts/gpu_run.sh OUTDIR [PROFILE]      # PROFILE: full (default) or ci (a dry run)
 #
@@ -11,8 +12,8 @@
 # its latencies are measurements of the CPU the tutorial runs on.
 #
 # OUTDIR receives at most 8 files: gpu_run.log (what happened, step by step), steps.tar.gz (each
-# step's log) and outputs.tar.gz (checkpoints/resnet20.pt, results/, img/, notebooks/, the
-# executed notebooks and their logs under build/run/).
+# step's log) and outputs.tar.gz (checkpoints/resnet20.pt, results/, img/, notebooks/, study/,
+# the executed notebooks and their logs under build/run/).
 set -u
 OUTDIR=$(realpath -m "${1:?usage: gpu_run.sh OUTDIR [PROFILE]}")
 PROFILE=${2:-full}
@@ -49,10 +50,10 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
 'sklearn', sklearn.__version__)"; } 2>&1 | tee -a "$LOG"
 
 step test_gpu 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-if step train 330 $PY scripts/run_series.py --profile "$PROFILE" --only 02; then
+if step train 330 $PY scripts/run_series.py --study --profile "$PROFILE" --only 02; then
     # 03 runs k-means on the CPU cores while 04 sweeps on the GPU: they do not depend on each other
-    step clusters 200 $PY scripts/run_series.py --profile "$PROFILE" --only 03 &
-    step sweep 200 $PY scripts/run_series.py --profile "$PROFILE" --only 04
+    step clusters 200 $PY scripts/run_series.py --study --profile "$PROFILE" --only 03 &
+    step sweep 200 $PY scripts/run_series.py --study --profile "$PROFILE" --only 04
     wait
 else
     say "training failed: 03 and 04 not run (they analyse its checkpoint)"
@@ -64,9 +65,11 @@ else
 fi
 step bench_train 60 $PY -m helpers.bench train "${BENCH[@]}" --json "$JSON/bench_train.json"
 step bench_sweep 60 $PY -m helpers.bench sweep --json "$JSON/bench_sweep.json"
+# the lessons on the GPU, timed (results/series.json: lesson_gpu); a dry run uses their ci profile
+step lessons 150 $PY scripts/run_series.py --profile "$([ "$PROFILE" = ci ] && echo ci || echo auto)"
 
 say "packing"
 tar czf "$OUTDIR/outputs.tar.gz" --ignore-failed-read checkpoints/resnet20.pt results img \
-    notebooks build/run 2>>"$LOG"
+    notebooks study build/run 2>>"$LOG"
 tar czf "$OUTDIR/steps.tar.gz" -C "$OUTDIR" steps && rm -rf "$OUTDIR/steps"
 say "done"

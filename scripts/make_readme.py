@@ -1,11 +1,20 @@
 """Regenerate the generated sections of README.md.
 
-* Between ``<!-- notebooks:start -->`` and ``<!-- notebooks:end -->``: the table of notebooks
-  (title read from each notebook's first heading, Colab badge derived from pyproject's
-  ``[project.urls] Repository``, see scripts/sync_notebooks.py).
+* Between ``<!-- findings:start -->`` and ``<!-- findings:end -->``: "What we found", at most six
+  bullets, every number read from results/train.json, bench_train.json, block_pruning.json and
+  network_pruning.json (:func:`render_findings`).
+* Between ``<!-- notebooks:start -->`` and ``<!-- notebooks:end -->``: the lessons
+  (``notebooks/NN_*.ipynb``) and the study notebooks (``study/NN_*.ipynb``), with their titles
+  (each notebook's first heading), their run times from results/series.json and Colab badges
+  derived from pyproject's ``[project.urls] Repository`` (see scripts/sync_notebooks.py).
+* Between ``<!-- reproduce:start -->`` and ``<!-- reproduce:end -->``: how long ``make
+  reproduce`` takes on each kind of device, summed from results/series.json.
 * Between ``<!-- results:start -->`` and ``<!-- results:end -->``: tables built from whichever of
   results/train.json, results/block_pruning.json and results/network_pruning.json exist, and the
-  figures of ``FIGURES`` that exist in img/. No result number in the README is typed by hand.
+  figures of ``FIGURES`` that exist in img/.
+
+No result number in the README is typed by hand; the text outside the markers is, and is kept
+as it is. The findings and reproduce sections are rewritten only where their markers exist.
 
 Usage::
 
@@ -32,13 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS_DIR = ROOT / "results"
 IMG_DIR = ROOT / "img"
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"  # the lessons (`make run`)
+STUDY_DIR = ROOT / "study"  # the reproduction (`make reproduce`)
 
-RESULT_FILES = ("train.json", "block_pruning.json", "network_pruning.json", "series.json")
+# series.json is rendered in the notebook tables and the reproduction section, not here.
+RESULT_FILES = ("train.json", "block_pruning.json", "network_pruning.json")
 # (path relative to the repository root, caption); shown only when the file exists.
 FIGURES = (
     ("img/train_curves.png", "Training curves of ResNet20 on CIFAR-10"),
-    ("img/block_pruning.png", "Accuracy after pruning one BasicBlock at a time"),
+    ("img/block_pruning.png", "Accuracy drop after pruning one BasicBlock, no fine-tuning: the "
+     "original method (centroid, no treatment), then l1 beside the best clustering arm, both "
+     "under that arm's treatment"),
     ("img/pareto.png", "Whole-network pruning: accuracy against MACs"),
 )
 RESNET20_WIDTHS = dict(zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True))  # conv1 width per block
@@ -153,7 +166,7 @@ def render_train(r: dict) -> str:
         "Device",
     ]
     return "\n".join([
-        "### Training (notebook 02)",
+        "### Training (`study/02`)",
         "",
         f"The committed checkpoint (`checkpoints/resnet20.pt`) comes from {checkpoint_origin(r)}.",
         "",
@@ -163,7 +176,7 @@ def render_train(r: dict) -> str:
         f"(seed {r.get('seed', DASH)}, shortcut option {r.get('shortcut', DASH)}); the "
         "validation images are the last ones of the official training set, held out from "
         "training. Intervals: 95% Wilson intervals of a proportion. The seed pipeline is the "
-        "unoptimised training loop that notebook 02 starts from.",
+        "unoptimised training loop that `study/02` starts from.",
     ])
 
 
@@ -196,6 +209,8 @@ def render_block_pruning(r: dict) -> str:
             frac = kept_fraction(rec, r.get("widths"))
             if half and (frac is None or abs(frac - 0.5) > 1e-6):
                 continue
+            if frac is not None and frac >= 1:  # k = width: the unpruned block, left out
+                continue
             values.append(rec.get("accuracy"))
         return pct(mean(values))
 
@@ -205,12 +220,14 @@ def render_block_pruning(r: dict) -> str:
               "50% kept, as pruned", "50% kept, BN recal.", "50% kept, refit + recal."]
     blocks = len({str(rec.get("block")) for rec in records})
     out = [
-        "### Pruning one BasicBlock at a time (notebook 04)",
+        "### Pruning one BasicBlock at a time (`study/04`)",
         "",
-        f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images, "
+        f"Accuracy on {images_of(r.get('eval_images'), r.get('eval_split', 'test'))}, "
         f"averaged over {blocks} blocks "
-        'and every fraction of conv1 filters kept in the sweep ("mean"), or over the blocks at '
-        'half of the filters kept ("50% kept"); "BN recal." re-estimates the BatchNorm '
+        'and every pruned point of the sweep ("mean": every number k of conv1 filters kept '
+        "below the block's width; the unpruned k = width points are left out, as in "
+        '`study/04`), or over the blocks at half of the filters kept ("50% kept"); "BN recal." '
+        "re-estimates the BatchNorm "
         "statistics on augmented training images after pruning; \"refit\" re-fits conv2 by "
         "least squares against the unpruned block first.",
     ]
@@ -299,9 +316,9 @@ def render_network_pruning(r: dict) -> str:
             "of the budget uniformly.")
     return "\n".join(
         [
-            "### Whole-network pruning (notebook 05)",
+            "### Whole-network pruning (`study/05`)",
             "",
-            f"Accuracy on {count(r.get('eval_images'))} {r.get('eval_split', 'test')} images: "
+            f"Accuracy on {images_of(r.get('eval_images'), r.get('eval_split', 'test'))}: "
             f"unpruned network {pct(r.get('dense_accuracy'))}, the same fine-tuned with the "
             f"headline's schedule (the control) {pct(r.get('dense_finetuned_accuracy'))}; "
             "\"Gap\" is the fine-tuned network against the better of the two. "
@@ -321,8 +338,37 @@ def render_network_pruning(r: dict) -> str:
     )
 
 
+NOT_MEASURED = "not yet measured"
+
+
+def run_cell(run: dict | None, notes: list[str]) -> str:
+    """'2.1 min (NVIDIA H200, 16 threads)' for one recorded run of results/series.json, with a
+    footnote mark ``(n)`` when the run has a note (appended to ``notes``)."""
+    if not run:
+        return NOT_MEASURED
+    threads = f", {run['threads']} threads" if run.get("threads") else ""
+    mark = ""
+    if run.get("note"):
+        notes.append(run["note"])
+        mark = f" ({len(notes)})"
+    return f"{sync_notebooks.duration(run['seconds'])} ({run.get('device', DASH)}{threads}){mark}"
+
+
+def footnotes(notes: list[str]) -> list[str]:
+    return ["", *(f"({i}) {n}" for i, n in enumerate(notes, 1))] if notes else []
+
+
+def load_series(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
+    """results/series.json's ``notebooks`` (stem -> run key -> run), or {} when absent."""
+    path = Path(results_dir) / "series.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("notebooks", {})
+
+
 def render_series(r: dict) -> str:
-    """Run time of every notebook in each profile, as scripts/run_series.py recorded it."""
+    """Run time of every notebook in each profile, as scripts/run_series.py recorded it, as one
+    table (the README shows them in the notebook tables instead, :func:`render_notebooks`)."""
     runs = r.get("notebooks", {})
     if not runs:
         return ""
@@ -333,15 +379,7 @@ def render_series(r: dict) -> str:
     notes: list[str] = []
 
     def cell(run: dict | None) -> str:
-        if not run:
-            return "not yet measured"
-        threads = f", {run['threads']} threads" if run.get("threads") else ""
-        mark = ""
-        if run.get("note"):
-            notes.append(run["note"])
-            mark = f" ({len(notes)})"
-        return (f"{sync_notebooks.duration(run['seconds'])} ({run.get('device', DASH)}{threads})"
-                f"{mark}")
+        return run_cell(run, notes)
 
     rows = [[f"[{stem}](notebooks/{stem}.ipynb)", *(cell(by.get(p)) for p in profiles)]
             for stem, by in runs.items()]
@@ -352,9 +390,180 @@ def render_series(r: dict) -> str:
         "",
         table(["Notebook", *(f"`{p}` profile" for p in profiles)], rows,
               ["l"] + ["r"] * len(profiles)),
-        *(["", *(f"({i}) {n}" for i, n in enumerate(notes, 1))] if notes else []),
+        *footnotes(notes),
     ])
 
+
+# --------------------------------------------------------------------------- what we found
+
+FINDINGS_FILES = ("train.json", "bench_train.json", "block_pruning.json", "network_pruning.json")
+TREATMENT_RULES = ("l1", "nearest")  # the rules whose treatments "What we found" sums up
+CLUSTER_RULES = ("first", "nearest", "centroid", "merge")  # each compared with L1 there
+REFERENCE_RULE = "l1"
+SPLIT_NAMES = {"val": "validation"}
+
+
+def images_of(images, split: str | None = None) -> str:
+    """'5,000 validation images' ('images' alone when the split is not recorded)."""
+    split = SPLIT_NAMES.get(split, split)
+    return f"{count(images)} {split} images" if split else f"{count(images)} images"
+
+
+def treatment_of(rec: dict) -> str:
+    """A block-pruning record's treatment (older files had only a bn_recalibration flag)."""
+    if "treatment" in rec:
+        return rec["treatment"]
+    return "recal" if rec.get("bn_recalibration") else "none"
+
+
+def pruned_points(r: dict) -> dict[tuple[str, str], dict[tuple[str, int], float]]:
+    """``{(strategy, treatment): {(block, k): accuracy}}`` over the pruned points of a
+    block_pruning.json (k below the block's width; points of unknown width are left out)."""
+    arms: dict[tuple[str, str], dict[tuple[str, int], float]] = {}
+    for rec in r.get("records", []):
+        frac = kept_fraction(rec, r.get("widths"))
+        if frac is None or frac >= 1 or _missing(rec.get("accuracy")):
+            continue
+        arm = arms.setdefault((rec["strategy"], treatment_of(rec)), {})
+        arm[(str(rec["block"]), int(rec["kept_filters"]))] = rec["accuracy"]
+    return arms
+
+
+def paired_counts(a: dict, b: dict) -> tuple[int, int, int, float | None]:
+    """At the points both arms have: how often A is higher, lower, equal, and the mean A - B."""
+    common = [p for p in a if p in b]
+    higher = sum(a[p] > b[p] for p in common)
+    lower = sum(a[p] < b[p] for p in common)
+    return higher, lower, len(common) - higher - lower, mean(a[p] - b[p] for p in common)
+
+
+def points(x) -> str:
+    """A difference of fractions in percentage points, signed: '+0.07'."""
+    return DASH if _missing(x) else f"{100 * x:+.2f}"
+
+
+def finding_training(train: dict | None, bench: dict | None) -> str | None:
+    parts = []
+    if train:
+        parts.append(
+            f"**Training.** ResNet20 trained for {count(train.get('epochs'))} epochs in "
+            f"{num(train.get('train_seconds'), 0)} s on {train.get('device', DASH)} "
+            f"({num(train.get('seconds_per_epoch'), 2)} s per epoch, "
+            f"{run_of(train).split(' on ')[0]}) and "
+            f"reached {pct(train.get('val_accuracy'))} on "
+            f"{images_of(train.get('val_images'), 'validation')} and "
+            f"{pct(train.get('test_accuracy'))} on {images_of(train.get('test_images'), 'test')}.")
+    steps = (bench or {}).get("step_seconds") or {}
+    if bench and not _missing(bench.get("speedup_vs_seed")) and steps:
+        fastest = min(steps, key=steps.get)
+        text = (f"In the training benchmark on {bench.get('device', DASH)} "
+                f"(`results/bench_train.json`), this trainer's fastest step ({fastest}, batch "
+                f"{count(bench.get('batch_size'))}) amounts to "
+                f"{num(bench.get('trainer_seconds_per_epoch'), 2)} s per epoch against "
+                f"{num(bench.get('seed_pipeline_seconds_per_epoch'), 1)} s for the seed PIL + "
+                f"`DataLoader` pipeline, {ratio(bench['speedup_vs_seed'], 1)} faster")
+        if steps.get("fp32"):
+            text += ("; per step against fp32: " + ", ".join(
+                f"{name} {ratio(steps['fp32'] / sec)}" for name, sec in steps.items()
+                if name != "fp32" and sec))
+        parts.append(text + ".")
+    return " ".join(parts) or None
+
+
+def finding_treatments(r: dict | None) -> str | None:
+    if not r:
+        return None
+    arms = pruned_points(r)
+    rules = [s for s in TREATMENT_RULES if (s, "none") in arms]
+    if not rules:
+        return None
+    n = len(arms[(rules[0], "none")])
+    blocks = len({b for b, _ in arms[(rules[0], "none")]})
+    where = (f"{images_of(r.get('eval_images'), r.get('eval_split'))}, "
+             f"{r.get('device', DASH)}")
+
+    def means(s: str) -> str:
+        m = [mean(arms.get((s, t), {}).values()) for t in ("none", "recal", "refit+recal")]
+        gains = [None if _missing(a) or _missing(b) else b - a
+                 for a, b in zip(m[:-1], m[1:], strict=True)]
+        return (f"`{s}` from {pct(m[0])} as pruned to {pct(m[1])} with BN recalibration "
+                f"({points(gains[0])} points) and {pct(m[2])} with the conv2 refit on top "
+                f"({points(gains[1])})")
+
+    return (f"**What the repairs buy, one block pruned at a time** (mean accuracy over the "
+            f"{count(n)} pruned points of {blocks} blocks, every k below the block's width, no "
+            f"fine-tuning; "
+            f"{where}): " + "; ".join(means(s) for s in rules) + ".")
+
+
+def finding_clustering(r: dict | None) -> str | None:
+    if not r:
+        return None
+    arms = pruned_points(r)
+    t = "refit+recal"
+    ref = arms.get((REFERENCE_RULE, t))
+    rules = [s for s in CLUSTER_RULES if (s, t) in arms]
+    if not ref or not rules:
+        return None
+    counts = []
+    for s in rules:
+        higher, lower, equal, diff = paired_counts(arms[(s, t)], ref)
+        counts.append(f"`{s}` {higher} / {lower} / {equal} ({points(diff)} points on average)")
+    return (f"**Clustering against L1, both after refit + recal** (the same pruned points, "
+            f"{images_of(r.get('eval_images'), r.get('eval_split'))}, "
+            f"{r.get('device', DASH)}): at how many of the {count(len(ref))} points each "
+            f"clustering rule is above / below / equal to `{REFERENCE_RULE}`: "
+            + "; ".join(counts) + ". Descriptive counts, not a test: neighbouring k of a "
+            "block are correlated, and `study/04`'s paired tests call most single "
+            "points ties.")
+
+
+def finding_network(r: dict | None) -> str | None:
+    if not r:
+        return None
+    head = next((rec for rec in r.get("records", []) if rec.get("headline")), None)
+    if head is None:
+        return None
+    macs, dense_macs = head.get("macs"), r.get("dense_macs")
+    removed = pct(1 - macs / dense_macs) if not _missing(macs) and dense_macs else DASH
+    val = images_of(r.get("eval_images"), r.get("eval_split"))
+    plans = r.get("headline_plans") or []
+    picked = (f" It was picked as the best of {len(plans)} plans on those same validation "
+              "images, so its validation accuracy is optimistic; the test images took no part "
+              "in the choice." if plans else "")
+    threads = f", {r['cpu_threads']} threads" if r.get("cpu_threads") else ""
+    test = ""
+    if r.get("test_images"):
+        test = (f"; on {images_of(r['test_images'], 'test')} {pct(head.get('test_acc_finetuned'))}"
+                f" (unpruned {pct(r.get('dense_test_accuracy'))}, control "
+                f"{pct(r.get('dense_finetuned_test_accuracy'))})")
+    return (f"**The {target(head.get('target'))} network** (`{head.get('strategy', DASH)}` rule, "
+            f"`{head.get('allocation', DASH)}` allocation, {removed} of the MACs removed, "
+            f"{count(head.get('params'))} parameters instead of {count(r.get('dense_params'))}; "
+            f"{run_of(r)}): after {count(head.get('finetune_epochs'))} epochs of fine-tuning "
+            f"{pct(head.get('acc_finetuned'))} on {val}, against "
+            f"{pct(r.get('dense_accuracy'))} for the unpruned network and "
+            f"{pct(r.get('dense_finetuned_accuracy'))} for the unpruned one fine-tuned the same "
+            f"way (the control){test}. It runs {ratio(head.get('speedup_cpu_batch256'))} faster "
+            f"at batch 256 and {ratio(head.get('speedup_cpu_batch1'))} at batch 1 on the CPU "
+            f"(PyTorch{threads}).{picked}")
+
+
+def render_findings(results_dir: Path = RESULTS_DIR) -> str:
+    """The bullets of "What we found" (at most six), from the results files that exist."""
+    r = {}
+    for name in FINDINGS_FILES:
+        path = Path(results_dir) / name
+        r[name] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    bullets = [b for b in (
+        finding_training(r["train.json"], r["bench_train.json"]),
+        finding_treatments(r["block_pruning.json"]),
+        finding_clustering(r["block_pruning.json"]),
+        finding_network(r["network_pruning.json"]),
+    ) if b]
+    if not bullets:
+        return "_Nothing yet: `make reproduce` writes results/*.json._"
+    return "\n".join(f"* {b}" for b in bullets[:6])
 
 RENDERERS = {
     "series.json": render_series,
@@ -394,20 +603,92 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
-def render_notebooks(notebook_dir: Path = NOTEBOOK_DIR, url: str | None = None) -> str:
+def numbered(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def render_notebooks(notebook_dir: Path = NOTEBOOK_DIR, url: str | None = None,
+                     study_dir: Path = STUDY_DIR, results_dir: Path = RESULTS_DIR) -> str:
+    """The lessons and the study notebooks, each with its run times from results/series.json
+    (a lesson's ``lesson`` and ``lesson_gpu`` runs, a study notebook's ``cpu`` and ``full``)."""
     url = url or sync_notebooks.repo_url()
-    paths = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
-    if not paths:
-        return "_No notebooks yet._"
-    rows = [
-        [
-            f"[{p.stem}](notebooks/{p.name})",
-            notebook_title(p).replace("|", "\\|"),
-            sync_notebooks.badge(url, p.name),
+    runs = load_series(results_dir)
+    notes: list[str] = []
+
+    def rows(paths: list[Path], folder: str, keys: tuple[str, ...]) -> list[list[str]]:
+        return [[f"[{p.stem}]({folder}/{p.name})", notebook_title(p).replace("|", "\\|"),
+                 *(run_cell(runs.get(p.stem, {}).get(k), notes) for k in keys),
+                 sync_notebooks.badge(url, p.name, folder)] for p in paths]
+
+    align = ["l", "l", "r", "r", "l"]
+    parts = []
+    lessons, study = numbered(notebook_dir), numbered(study_dir)
+    if lessons:
+        parts += [
+            "**The lessons** (`notebooks/`, `make run`): short, each run in one sitting; they "
+            "read the committed study and write nothing to `checkpoints/`, `results/` or "
+            "`img/`. Run time of the whole lesson, as `scripts/run_series.py` measured it:",
+            "",
+            table(["Lesson", "Topic", "On a CPU", "On a GPU", "Colab"],
+                  rows(lessons, "notebooks", sync_notebooks.LESSON_RUNS), align),
         ]
-        for p in paths
-    ]
-    return table(["Notebook", "Topic", "Colab"], rows, ["l", "l", "l"])
+    if study:
+        parts += [
+            *([""] if parts else []),
+            "**The reproduction** (`study/`, `make reproduce`): the long notebooks that "
+            "regenerate `checkpoints/*.pt`, `results/*.json` and `img/`. Run time of the whole "
+            "notebook in each profile:",
+            "",
+            table(["Notebook", "Topic", "`cpu` profile", "`full` profile", "Colab"],
+                  rows(study, "study", sync_notebooks.PROFILES_TIMED), align),
+        ]
+    if not parts:
+        return "_No notebooks yet._"
+    return "\n".join(parts + footnotes(notes))
+
+
+REPRODUCE_ON = (("full", "a CUDA GPU"), ("cpu", "a CPU"))  # what `make reproduce` runs where
+
+
+def render_reproduce(study_dir: Path = STUDY_DIR, results_dir: Path = RESULTS_DIR) -> str:
+    """How long `make reproduce` takes on each kind of machine: the sum of the study notebooks'
+    recorded run times in the profile it picks there; a lower bound ("at least") when some
+    notebook was not measured or a measured run has a note (e.g. cached fine-tuning)."""
+    stems = [p.stem for p in numbered(study_dir)]
+    runs = load_series(results_dir)
+    notes: list[str] = []
+    rows = []
+    for profile, where in REPRODUCE_ON:
+        done = {s: runs[s][profile] for s in stems if runs.get(s, {}).get(profile)}
+        missing = [s for s in stems if s not in done]
+        if not done:
+            rows.append([where, f"`{profile}`", NOT_MEASURED, DASH])
+            continue
+        noted = [s for s, run in done.items() if run.get("note")]
+        total = sync_notebooks.duration(sum(run["seconds"] for run in done.values()))
+        if missing or noted:
+            total = f"at least {total} (lower bound)"
+        devices = ", ".join(dict.fromkeys(
+            f"{run.get('device', DASH)}" + (f", {run['threads']} threads" if run.get("threads")
+                                           else "") for run in done.values()))
+        said = []
+        if missing:
+            said.append(f"{', '.join(f'`{s}`' for s in missing)} {NOT_MEASURED}")
+        for s in noted:
+            notes.append(done[s]["note"])
+            said.append(f"note ({len(notes)}) on `{s}`")
+        rows.append([where, f"`{profile}`", total + (f": {'; '.join(said)}" if said else ""),
+                     devices])
+    if not stems:
+        return "_No study notebooks yet._"
+    return "\n".join([
+        "Sum of the study notebooks' run times in `results/series.json` (each notebook's last "
+        "run in that profile):",
+        "",
+        table(["Machine", "Profile", "Time of `make reproduce`", "Measured on"], rows,
+              ["l", "l", "l", "l"]),
+        *footnotes(notes),
+    ])
 
 
 def replace_section(text: str, name: str, content: str) -> str:
@@ -419,14 +700,26 @@ def replace_section(text: str, name: str, content: str) -> str:
     return text[: i + len(start)] + "\n" + content.strip() + "\n" + text[j:]
 
 
+def has_section(text: str, name: str) -> bool:
+    return f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text
+
+
 def render_readme(
     text: str,
     results_dir: Path = RESULTS_DIR,
     img_dir: Path = IMG_DIR,
     notebook_dir: Path = NOTEBOOK_DIR,
     url: str | None = None,
+    study_dir: Path = STUDY_DIR,
 ) -> str:
-    text = replace_section(text, "notebooks", render_notebooks(notebook_dir, url))
+    """Every generated section of ``text``: notebooks and results always (their markers must be
+    there), findings and reproduce where their markers are."""
+    if has_section(text, "findings"):
+        text = replace_section(text, "findings", render_findings(results_dir))
+    text = replace_section(text, "notebooks",
+                           render_notebooks(notebook_dir, url, study_dir, results_dir))
+    if has_section(text, "reproduce"):
+        text = replace_section(text, "reproduce", render_reproduce(study_dir, results_dir))
     return replace_section(text, "results", render_results(results_dir, img_dir))
 
 
@@ -436,11 +729,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--img", type=Path, default=IMG_DIR)
-    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR)
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="the lessons")
+    parser.add_argument("--study", type=Path, default=STUDY_DIR, help="the study notebooks")
     args = parser.parse_args(argv)
 
     old = args.readme.read_text(encoding="utf-8")
-    new = render_readme(old, args.results, args.img, args.notebooks)
+    new = render_readme(old, args.results, args.img, args.notebooks, study_dir=args.study)
     if new == old:
         return 0
     if args.check:

@@ -1,24 +1,25 @@
-"""Execute the notebook series with papermill, one notebook at a time, in order, and time it.
+"""Execute a notebook series with papermill, one notebook at a time, in order, and time it.
 
-    python scripts/run_series.py                  # PROFILE=auto: full on a CUDA GPU, else cpu
-    python scripts/run_series.py --profile cpu --only 03 04
+    python scripts/run_series.py                  # the lessons, notebooks/ (PROFILE=auto)
+    python scripts/run_series.py --study          # the reproduction, study/ (full on CUDA, or cpu)
+    python scripts/run_series.py --study --profile cpu --only 03 04
     python scripts/run_series.py --clean build/x.ipynb notebooks/01_resnet20.ipynb
 
 Each notebook is executed into build/run/ first (its cell outputs are logged to
 build/run/<notebook>.log, the series' progress to build/run/series.log). Only when it succeeded
-is it cleaned (see :func:`clean_notebook`) and copied over notebooks/, so a failure never leaves
+is it cleaned (see :func:`clean_notebook`) and copied over its source, so a failure never leaves
 a half-executed notebook behind; the series stops at the first failure, because later notebooks
 use what earlier ones produce. The committed notebooks thus keep their ``parameters`` cell
 (``PROFILE = "auto"``) and hold no ``injected-parameters`` cell; the profile they ran with is
 kept in their metadata, which the generated provenance cell reports.
 
-In the cpu and full profiles (the ones that write to the repository) every notebook's run time
-is recorded in results/series.json (per notebook and profile: seconds, device, CPU threads,
-date), and scripts/sync_notebooks.py rewrites the notebook's provenance cell. Results of one
-notebook appear in the provenance of later ones: run ``make sync`` (``make run`` does) after
-running only some notebooks. The ci profile writes its
-outputs to a temporary folder, so by default its executed notebooks are not copied (--copy
-forces it).
+Run times go to results/series.json, per notebook: a lesson's under ``lesson`` (on a CPU) or
+``lesson_gpu``, a study notebook's under its profile (``cpu``, ``full``); each with seconds,
+device, CPU threads and date. scripts/sync_notebooks.py then rewrites the notebook's provenance
+cell. Results of one study notebook appear in the provenance of later ones: run ``make sync``
+(``make run`` and ``make reproduce`` do) after running only some notebooks. The ci profile
+writes its outputs to a temporary folder, so by default its executed notebooks are not copied
+(--copy forces it), and its times are not recorded.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"  # the lessons
+STUDY_DIR = ROOT / "study"  # the reproduction
 RUN_DIR = ROOT / "build" / "run"
 SERIES = ROOT / "results" / "series.json"
 MAX_BYTES = 600_000
@@ -170,16 +172,24 @@ def clean_file(source: Path, dest: Path | None = None, root: Path = ROOT) -> Pat
 # --------------------------------------------------------------------------- timing record
 
 
+def lesson_key() -> str:
+    """Where a lesson's run time is kept in results/series.json: one entry per kind of device."""
+    import torch
+
+    return "lesson_gpu" if torch.cuda.is_available() else "lesson"
+
+
 def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES,
                 note: str | None = None) -> dict:
-    """Store one notebook's run time under ``notebooks[stem][profile]`` in results/series.json.
+    """Store one notebook's run time under ``notebooks[stem][profile]`` in results/series.json
+    (``profile``: a study profile, or :func:`lesson_key` for a lesson).
 
     ``note`` says what the time does not include (e.g. fine-tuning loaded from state files that
     an earlier, interrupted or separate run computed); the README and the provenance show it.
     """
     import torch
 
-    from helpers.profile import device_name
+    from helpers.device import device_name
 
     series = json.loads(path.read_text()) if path.exists() else {}
     runs = series.setdefault("notebooks", {}).setdefault(stem, {})
@@ -238,15 +248,19 @@ def run(notebook: Path, profile: str, run_dir: Path = RUN_DIR) -> tuple[Path, fl
 
 def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-    from helpers.profile import PROFILES, WRITES_REPOSITORY, resolve_profile
+    from helpers.study.profile import PROFILES, WRITES_REPOSITORY, resolve_profile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", action="store_true",
+                        help="run the reproduction (study/) instead of the lessons (notebooks/)")
     parser.add_argument("--profile", default="auto", choices=PROFILES,
-                        help="auto (default: full on CUDA, else cpu), full, cpu or ci")
+                        help="lessons: auto or ci; study: auto (full on CUDA, else cpu), full, "
+                             "cpu or ci")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run these notebooks, e.g. 03 04")
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
-                        help="copy the executed notebooks over notebooks/ (default: not for ci)")
+                        help="copy the executed notebooks over their sources (default: not for "
+                             "ci)")
     parser.add_argument("--note", help="recorded with the run times: what they leave out")
     parser.add_argument("--clean", nargs="+", type=Path, metavar=("EXECUTED", "DEST"),
                         help="only clean an executed notebook (into DEST, default in place)")
@@ -257,9 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         print(clean_file(*args.clean))
         return 0
 
-    profile = resolve_profile(args.profile)
-    copy = profile in WRITES_REPOSITORY if args.copy is None else args.copy
-    notebooks = select(args.only)
+    folder = STUDY_DIR if args.study else NOTEBOOK_DIR
+    if args.study:
+        profile = resolve_profile(args.profile)
+        timed = profile in WRITES_REPOSITORY
+        key = profile
+    else:
+        if args.profile not in ("auto", "ci"):
+            parser.error("the lessons run with --profile auto or ci; the study profiles "
+                         "(full, cpu) are for --study (`make reproduce`)")
+        profile = args.profile
+        timed, key = profile == "auto", lesson_key()
+    copy = timed if args.copy is None else args.copy
+    notebooks = select(args.only, folder)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with open(RUN_DIR / "series.log", "a", encoding="utf-8") as log:
         def say(message: str) -> None:
@@ -268,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             log.write(f"{stamp} {message}\n")
             log.flush()
 
-        say(f"series: {len(notebooks)} notebook(s), PROFILE={profile}, copy={copy}")
+        say(f"series: {len(notebooks)} notebook(s) of {folder.name}/, PROFILE={profile}, "
+            f"copy={copy}")
         total = 0.0
         for nb in notebooks:
             say(f"== {nb.name}: running (cell outputs in {RUN_DIR / nb.stem}.log)")
@@ -276,18 +301,18 @@ def main(argv: list[str] | None = None) -> int:
                 out, seconds = run(nb, profile)
             except Exception as e:  # papermill re-raises the cell's error: stop the series
                 say(f"!! {nb.name} FAILED ({type(e).__name__}); executed notebook kept in "
-                    f"{RUN_DIR / nb.name}; notebooks/ unchanged")
+                    f"{RUN_DIR / nb.name}; {folder.name}/ unchanged")
                 return 1
             total += seconds
             say(f"   {nb.name}: {seconds:.1f} s")
             if copy:
                 clean_file(out, nb)
-                if profile in WRITES_REPOSITORY:
-                    record_time(nb.stem, profile, seconds, note=args.note)
+                if timed:
+                    record_time(nb.stem, key, seconds, note=args.note)
                 import sync_notebooks
 
                 # its provenance may cite what it just wrote; `make run` syncs all at the end
-                sync_notebooks.sync_all(only=[nb.name])
+                sync_notebooks.sync_all(folder, only=[nb.name])
         say(f"series: {total:.1f} s")
     return 0
 

@@ -1,6 +1,7 @@
 """Write the generated cells of every notebook: badge, provenance, setup cell and navigation.
 
-Nothing in these cells is typed by hand. This script rewrites, in every ``notebooks/*.ipynb``:
+Nothing in these cells is typed by hand. This script rewrites, in every lesson
+(``notebooks/NN_*.ipynb``) and every notebook of the reproduction (``study/NN_*.ipynb``):
 
 * cell 0 (markdown title): the line holding the "Open In Colab" badge, derived from
   pyproject's ``[project.urls] Repository`` (inserted after the title line when missing);
@@ -34,7 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"  # the lessons
+STUDY_DIR = ROOT / "study"  # the reproduction (`make reproduce`)
 RESULTS_DIR = ROOT / "results"
 BRANCH = "main"
 BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -43,8 +45,9 @@ SETUP_CELL_ID = "colab-setup"
 PROVENANCE_TAG = "provenance"
 NAVIGATION_TAG = "navigation"
 NOT_YET = "not yet produced — run {who} in the cpu or full profile"
-PROFILES_TIMED = ("cpu", "full")  # the profiles whose outputs are committed
-# What each notebook (by its number) reads or writes: "trains" or "uses" the checkpoint of
+PROFILES_TIMED = ("cpu", "full")  # the study profiles whose outputs are committed
+LESSON_RUNS = ("lesson", "lesson_gpu")  # results/series.json keys of a lesson's run times
+# What each study notebook (by its number) reads or writes: "trains" or "uses" the checkpoint of
 # results/train.json, and the results file holding its own measurements.
 USES: dict[str, dict[str, str]] = {
     "01": {},
@@ -52,6 +55,14 @@ USES: dict[str, dict[str, str]] = {
     "03": {"checkpoint": "uses"},
     "04": {"checkpoint": "uses", "results": "block_pruning.json"},
     "05": {"checkpoint": "uses", "results": "network_pruning.json"},
+}
+# The committed study results each lesson shows (every lesson but 01 uses the checkpoint).
+LESSON_SHOWS: dict[str, tuple[str, ...]] = {
+    "01": (),
+    "02": (),
+    "03": (),
+    "04": ("block_pruning.json",),
+    "05": ("network_pruning.json",),
 }
 
 
@@ -81,17 +92,17 @@ def github_slug(url: str) -> str:
     return f"{match.group(1)}/{match.group(2)}"
 
 
-def colab_url(url: str, notebook_name: str) -> str:
-    """Colab link that opens ``notebooks/<notebook_name>`` of the repository's main branch."""
+def colab_url(url: str, notebook_name: str, folder: str = "notebooks") -> str:
+    """Colab link that opens ``<folder>/<notebook_name>`` of the repository's main branch."""
     return (
         f"https://colab.research.google.com/github/{github_slug(url)}"
-        f"/blob/{BRANCH}/notebooks/{notebook_name}"
+        f"/blob/{BRANCH}/{folder}/{notebook_name}"
     )
 
 
-def badge(url: str, notebook_name: str) -> str:
+def badge(url: str, notebook_name: str, folder: str = "notebooks") -> str:
     """Markdown "Open In Colab" badge for one notebook."""
-    return f"[![Open In Colab]({BADGE_SVG})]({colab_url(url, notebook_name)})"
+    return f"[![Open In Colab]({BADGE_SVG})]({colab_url(url, notebook_name, folder)})"
 
 
 # Source of the setup cell, cell 2 of every notebook: plain Python (no ! magics), ruff-clean.
@@ -213,8 +224,49 @@ def results_line(name: str, record: dict | None) -> str:
     return f"Results `results/{name}`: {measured}, in {_where(record)}."
 
 
+def lesson_outputs_line(nb, stem: str, series: dict | None) -> str:
+    """Which run produced a lesson's committed outputs, and its run time on each device."""
+    params = nb.metadata.get("papermill", {}).get("parameters", {})
+    profile = params.get("PROFILE")
+    if not profile:
+        line = "Outputs below: not recorded (not executed by `scripts/run_series.py`)."
+    elif profile == "ci":
+        line = "Outputs below: the `ci` test profile (tiny sizes): they show the mechanics only."
+    else:
+        line = f"Outputs below: a lesson run (`PROFILE = \"{profile}\"`)."
+    runs = (series or {}).get("notebooks", {}).get(stem, {})
+    times = []
+    for key, where in zip(LESSON_RUNS, ("CPU", "GPU"), strict=True):
+        run = runs.get(key)
+        if run:
+            threads = f", {run['threads']} threads" if run.get("threads") else ""
+            times.append(f"{duration(run['seconds'])} on {run.get('device')}{threads}, "
+                         f"{run.get('date')}")
+        else:
+            times.append(f"on a {where} not yet measured")
+    return f"{line} Run time of the whole lesson: {'; '.join(times)}."
+
+
+def lesson_provenance_source(nb, notebook_name: str, results: dict[str, dict]) -> str:
+    """The provenance cell of a lesson: its run, and the committed study results it shows."""
+    stem = Path(notebook_name).stem
+    lines = [lesson_outputs_line(nb, stem, results.get("series.json"))]
+    shows = LESSON_SHOWS.get(stem[:2], ())
+    if stem[:2] != "01":
+        lines.append(checkpoint_line(results.get("train.json"), "uses"))
+    lines += [results_line(name, results.get(name)) for name in shows]
+    if stem[:2] == "01":
+        lines.append("Nothing below depends on data or on a trained checkpoint: every number is "
+                     "computed from the architecture.")
+    lines.append("Lessons never write to `checkpoints/`, `results/` or `img/`; `make reproduce` "
+                 "regenerates them (`study/`).")
+    return "\n".join(["**Provenance** (generated by `scripts/sync_notebooks.py` from "
+                      "`results/*.json`):", "", *[f"* {line}" for line in lines]])
+
+
 def provenance_source(nb, notebook_name: str, results: dict[str, dict]) -> str:
-    """The markdown of a notebook's provenance cell, from ``results`` (see load_results)."""
+    """The markdown of a study notebook's provenance cell, from ``results`` (see
+    load_results)."""
     stem = Path(notebook_name).stem
     uses = USES.get(stem[:2], {})
     lines = [outputs_line(nb, stem, results.get("series.json"))]
@@ -317,7 +369,7 @@ def _setup_cell(source: str):
 
 
 def sync_notebook(nb, url: str, notebook_name: str, provenance: str | None = None,
-                  navigation: str | None = None) -> bool:
+                  navigation: str | None = None, folder: str = "notebooks") -> bool:
     """Bring the generated cells of ``nb`` (an nbformat v4 NotebookNode) up to date, in place.
 
     The badge line of the title cell and the setup cell always; the provenance cell (cell 1)
@@ -328,7 +380,7 @@ def sync_notebook(nb, url: str, notebook_name: str, provenance: str | None = Non
         raise ValueError(f"{notebook_name}: cell 0 must be the markdown title cell")
     changed = False
     title = nb.cells[0]
-    new_title = sync_title_cell(title.source, badge(url, notebook_name))
+    new_title = sync_title_cell(title.source, badge(url, notebook_name, folder))
     if new_title != title.source:
         title.source = new_title
         changed = True
@@ -365,13 +417,15 @@ def sync_all(notebook_dir: Path = NOTEBOOK_DIR, results_dir: Path = RESULTS_DIR,
     paths = notebooks(notebook_dir)
     nbs = {p.name: nbformat.read(p, as_version=4) for p in paths}
     titles = {name: title_of(nb) or Path(name).stem for name, nb in nbs.items()}
+    folder = Path(notebook_dir).name
+    provenance = provenance_source if folder == STUDY_DIR.name else lesson_provenance_source
     stale = []
     for path in paths:
         if only and not path.name.startswith(tuple(only)):
             continue
         nb = nbs[path.name]
-        if sync_notebook(nb, url, path.name, provenance_source(nb, path.name, results),
-                         navigation_source(titles, path.name)):
+        if sync_notebook(nb, url, path.name, provenance(nb, path.name, results),
+                         navigation_source(titles, path.name), folder):
             stale.append(path)
             if write:
                 nbformat.write(nb, path)
@@ -381,14 +435,16 @@ def sync_all(notebook_dir: Path = NOTEBOOK_DIR, results_dir: Path = RESULTS_DIR,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a notebook is stale")
-    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR)
+    parser.add_argument("--notebooks", type=Path, nargs="+", default=[NOTEBOOK_DIR, STUDY_DIR],
+                        help="folders of notebooks (default: notebooks/ and study/)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--pyproject", type=Path, default=PYPROJECT)
     parser.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks, e.g. 01")
     args = parser.parse_args(argv)
 
-    stale = sync_all(args.notebooks, args.results, repo_url(args.pyproject),
-                     write=not args.check, only=args.only)
+    stale = [path for folder in args.notebooks
+             for path in sync_all(folder, args.results, repo_url(args.pyproject),
+                                  write=not args.check, only=args.only)]
     for path in stale:
         print(f"{path}: {'out of date' if args.check else 'updated'}", file=sys.stderr)
     if args.check and stale:

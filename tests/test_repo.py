@@ -31,7 +31,9 @@ EXPECTED_NOTEBOOKS = [
     "04_block_pruning.ipynb",
     "05_network_pruning.ipynb",
 ]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # the lessons
+STUDY = sorted((ROOT / "study").glob("[0-9][0-9]_*.ipynb"))  # the reproduction
+ALL_NOTEBOOKS = NOTEBOOKS + STUDY
 URL = sync_notebooks.repo_url()
 
 
@@ -60,7 +62,7 @@ def test_notebook_badges_and_setup_cells_are_up_to_date():
 def test_repository_url_is_written_only_in_pyproject():
     """Everything else derives the URL from pyproject (generated README/notebook cells excepted)."""
     skip_dirs = {".git", ".venv", "build", "data", "runs", "checkpoints", "img", "__pycache__"}
-    allowed = {ROOT / "pyproject.toml", ROOT / "README.md", *NOTEBOOKS}
+    allowed = {ROOT / "pyproject.toml", ROOT / "README.md", *ALL_NOTEBOOKS}
     offenders = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
         dirnames[:] = [
@@ -78,8 +80,9 @@ def test_repository_url_is_written_only_in_pyproject():
 # --------------------------------------------------------------------------- notebooks
 
 
-def test_the_five_notebooks_exist():
+def test_the_five_lessons_and_the_four_study_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED_NOTEBOOKS
+    assert [p.name for p in STUDY] == EXPECTED_NOTEBOOKS[1:]
 
 
 def _read(path: Path):
@@ -90,16 +93,21 @@ def _tagged(cells, tag: str) -> list:
     return [c for c in cells if tag in c.metadata.get("tags", [])]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def _id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_notebook_structure(path: Path):
-    """Title + badge, provenance, setup, parameters (PROFILE = "auto"), Try it, navigation."""
+    """Title + badge, provenance, setup, parameters (PROFILE = "auto"), exercises, navigation."""
     cells = _read(path).cells
     assert len(cells) > 4
 
     title = cells[0]
     assert title.cell_type == "markdown", "cell 0 must be the markdown title cell"
     assert title.source.startswith("# "), "cell 0 must start with a '# ' title"
-    assert sync_notebooks.badge(URL, path.name) in title.source, "Colab badge missing or stale"
+    assert sync_notebooks.badge(URL, path.name, path.parent.name) in title.source, (
+        "Colab badge missing or stale")
 
     assert _tagged(cells[1:2], "provenance"), "cell 1 must be the 'provenance' cell: make sync"
     assert cells[1].cell_type == "markdown"
@@ -119,9 +127,10 @@ def test_notebook_structure(path: Path):
         "`python scripts/run_series.py --clean notebooks/<name>.ipynb`"
     )
 
-    try_it = [c for c in cells if c.cell_type == "markdown"
-              and re.search(r"^#+ .*Try it", c.source, flags=re.MULTILINE)]
-    assert try_it, "a markdown section headed 'Try it' (exercises) is missing"
+    heading = "Exercises" if path in NOTEBOOKS else "Try it"
+    exercises = [c for c in cells if c.cell_type == "markdown"
+                 and re.search(rf"^#+ .*{heading}", c.source, flags=re.MULTILINE)]
+    assert exercises, f"a markdown section headed {heading!r} is missing"
 
     code = [c for c in cells if c.cell_type == "code"]
     assert any(c.outputs for c in code), "notebooks are committed with their outputs"
@@ -133,19 +142,22 @@ def test_notebook_structure(path: Path):
     assert not errors, f"committed outputs contain errors in cells {errors}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_generated_cells_are_current(path: Path):
     """Provenance and navigation say what the generator would write now (stale ones fail)."""
     nb = _read(path)
     results = sync_notebooks.load_results(ROOT / "results")
-    titles = {p.name: sync_notebooks.title_of(_read(p)) for p in NOTEBOOKS}
-    expected = sync_notebooks.provenance_source(nb, path.name, results)
+    series = NOTEBOOKS if path in NOTEBOOKS else STUDY
+    titles = {p.name: sync_notebooks.title_of(_read(p)) for p in series}
+    provenance = (sync_notebooks.lesson_provenance_source if path in NOTEBOOKS
+                  else sync_notebooks.provenance_source)
+    expected = provenance(nb, path.name, results)
     assert _tagged(nb.cells, "provenance")[0].source == expected, "stale: run `make sync`"
     expected = sync_notebooks.navigation_source(titles, path.name)
     assert _tagged(nb.cells, "navigation")[0].source == expected, "stale: run `make sync`"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_notebook_size(path: Path):
     size = path.stat().st_size
     assert size <= run_series.MAX_BYTES, (
@@ -167,7 +179,7 @@ def _output_texts(cell) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_outputs_hold_no_absolute_paths_nor_progress_bars(path: Path):
     absolute = re.compile(r"(?<![\w.~$])/(work|home|Users|root)/|" + re.escape(str(ROOT)))
     for i, cell in enumerate(_read(path).cells):
@@ -183,7 +195,7 @@ def test_outputs_hold_no_absolute_paths_nor_progress_bars(path: Path):
                 assert not bar, f"cell {i}: a progress bar in the outputs: {out.text[:80]!r}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_code_lines_are_at_most_100_characters(path: Path):
     long = [(i, line[:40]) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
             for line in c.source.splitlines() if len(line) > 100]
@@ -191,8 +203,8 @@ def test_code_lines_are_at_most_100_characters(path: Path):
 
 
 def test_notebooks_are_lint_clean():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "notebooks"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "notebooks",
+                           "study"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -209,7 +221,7 @@ def _loader_calls(path: Path) -> list[ast.Call]:
     return calls
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_id)
 def test_data_is_loaded_with_download_true(path: Path):
     """A fresh Colab runtime has no data: every loader call must be allowed to fetch it."""
     calls = _loader_calls(path)
@@ -220,6 +232,144 @@ def test_data_is_loaded_with_download_true(path: Path):
         assert download and isinstance(download[0], ast.Constant) and download[0].value is True, (
             f"{path.name}: {ast.unparse(call)} must pass download=True"
         )
+
+
+# --------------------------------------------------------------------------- lessons
+
+# Lesson budgets on the 2-core CPU (seconds, whole notebook), and for the series (issue 18).
+LESSON_BUDGET_S = {"01": 180, "02": 900, "03": 180, "04": 600, "05": 600}
+LESSON_GPU_BUDGET_S = 180
+SERIES_BUDGET_S = 45 * 60
+# Terms a lesson must explain (found in its markdown) because it is where they are first used.
+TERMS = {
+    "01": ("MACs",),
+    "02": ("validation split", "Wilson interval"),
+    "03": ("k-means++", "D²"),
+    "04": ("refit", "recal", "point", "percentage point", "McNemar"),
+    "05": ("MACs", "distillation", "Pareto front"),
+}
+FROM_SCRATCH_LINES = 20
+CHECKS = ("assert_close", "torch.equal", "array_equal", "assert ")
+
+
+def _markdown(path: Path) -> list[str]:
+    return [c.source for c in _read(path).cells if c.cell_type == "markdown"
+            and not {"provenance", "navigation"} & set(c.metadata.get("tags", []))]
+
+
+def _headings(path: Path, level: str) -> list[str]:
+    return [line for text in _markdown(path) for line in text.splitlines()
+            if line.startswith(level + " ")]
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"[\w'’-]+", text))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_lesson_has_one_title_and_numbered_sections(path: Path):
+    assert len(_headings(path, "#")) == 1, _headings(path, "#")
+    sections = [h for h in _headings(path, "##") if h not in ("## Summary", "## Exercises")]
+    numbers = [re.match(r"## (\d+) · \S", h) for h in sections]
+    assert all(numbers), f"H2s must read '## N · Title': {sections}"
+    assert [int(m.group(1)) for m in numbers] == list(range(1, len(sections) + 1)), sections
+    assert "## Summary" in _headings(path, "##") and "## Exercises" in _headings(path, "##")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_lesson_words(path: Path):
+    words = sum(_words(t) for t in _markdown(path))
+    assert words <= 3000, f"{words} words of markdown (at most 3,000)"
+    summary = next(t for t in _markdown(path) if t.startswith("## Summary"))
+    assert _words(summary.removeprefix("## Summary")) <= 150, "summary over 150 words"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_lesson_explains_its_terms(path: Path):
+    text = "\n".join(_markdown(path)).lower()
+    missing = [t for t in TERMS[path.name[:2]] if t.lower() not in text]
+    assert not missing, f"terms never explained in the markdown: {missing}"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] != "01"], ids=_id)
+def test_lesson_writes_a_mechanism_from_scratch_and_checks_it(path: Path):
+    """A cell tagged from-scratch-check compares with the package; before it, in the same
+    section, a code cell of at most 20 non-blank lines defines the mechanism."""
+    cells = _read(path).cells
+    checks = [i for i, c in enumerate(cells) if "from-scratch-check" in c.metadata.get("tags", [])]
+    assert checks, "no cell tagged from-scratch-check"
+    for i in checks:
+        assert cells[i].cell_type == "code" and any(k in cells[i].source for k in CHECKS), (
+            f"cell {i} checks nothing (assert_close / torch.equal / assert)")
+        section = []
+        for cell in reversed(cells[:i]):
+            if cell.cell_type == "markdown" and cell.source.startswith("## "):
+                break
+            section.append(cell)
+        scratch = [c for c in section if c.cell_type == "code" and "def " in c.source
+                   and len([x for x in c.source.splitlines() if x.strip()]) <= FROM_SCRATCH_LINES]
+        assert scratch, f"no from-scratch code cell (<= {FROM_SCRATCH_LINES} lines) before cell {i}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_lesson_has_a_coding_exercise_with_a_check_and_hints(path: Path):
+    cells = _read(path).cells
+    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown"
+                 and c.source.startswith("## Exercises"))
+    after = cells[start:]
+    stub = [i for i, c in enumerate(after) if c.cell_type == "code"
+            and "NotImplementedError" in c.source and "def " in c.source]
+    assert stub, "no exercise stub (a function that raises NotImplementedError)"
+    checks = [c for c in after[stub[0] + 1:] if c.cell_type == "code"
+              and all(w in c.source for w in ("right", "wrong", "not attempted yet"))]
+    assert checks, "no check cell saying right / wrong / not attempted yet after the stub"
+    exercises = after[0].source
+    assert re.search(r"^1\. ", exercises, flags=re.MULTILINE), "exercises are numbered"
+    assert "predict" in exercises.lower(), "exercises ask for a prediction first"
+    assert "CPU" in exercises and "GPU" in exercises, "exercises say what they cost"
+    assert any(c.cell_type == "markdown" and c.source.startswith("### Hints") for c in after)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_committed_lessons_are_lesson_runs(path: Path):
+    nb = _read(path)
+    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("PROFILE")
+    assert profile == "auto", f"committed outputs come from PROFILE={profile!r}: `make run`"
+
+
+def test_lesson_run_times_are_recorded_and_within_budget():
+    runs = json.loads((ROOT / "results" / "series.json").read_text())["notebooks"]
+    total = 0.0
+    for path in NOTEBOOKS:
+        run = runs.get(path.stem, {}).get("lesson")
+        assert run, f"{path.stem}: no lesson run time in results/series.json (`make run`)"
+        assert set(run) >= {"seconds", "device", "threads", "date"}, run
+        assert run["seconds"] <= LESSON_BUDGET_S[path.name[:2]], (path.stem, run)
+        total += run["seconds"]
+        gpu = runs[path.stem].get("lesson_gpu")
+        assert gpu is None or gpu["seconds"] <= LESSON_GPU_BUDGET_S, (path.stem, gpu)
+    assert total <= SERIES_BUDGET_S, f"the lessons took {total / 60:.1f} min together"
+
+
+def _digests() -> dict[str, str]:
+    import hashlib
+
+    files = [p for d in ("checkpoints", "results", "img") for p in sorted((ROOT / d).rglob("*"))
+             if p.is_file() and p.name != "series.json"]
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.skipif(not os.environ.get("CIFAR10_ROOT"), reason="needs CIFAR10_ROOT")
+def test_lessons_write_nothing_to_the_repository(tmp_path):
+    """Run every lesson in the ci profile; checkpoints/, results/ (but series.json) and img/
+    must hold the same files with the same bytes afterwards."""
+    import papermill as pm
+
+    before = _digests()
+    for path in NOTEBOOKS:
+        pm.execute_notebook(str(path), str(tmp_path / path.name), parameters={"PROFILE": "ci"},
+                            cwd=str(path.parent), progress_bar=False)
+    assert _digests() == before
 
 
 # --------------------------------------------------------------------------- pins
@@ -730,3 +880,215 @@ def test_select_notebooks(tmp_path):
                                                                            "03_c.ipynb"]
     with pytest.raises(SystemExit, match="07"):
         run_series.select(["07"], tmp_path)
+
+
+# ---- README (lessons issue)
+
+README_TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
+# Every reference the README cites, with the link it must carry wherever it is mentioned.
+README_LINKS = {
+    "original work": "https://github.com/AlexeyEvzrezov/resnet20-pruning",
+    r"He et al\.,? \(?2016": "https://arxiv.org/abs/1512.03385",
+    r"Li et al\.": "https://arxiv.org/abs/1608.08710",
+    r"ThiNet": "https://arxiv.org/abs/1707.06342",
+    r"He et al\.,? \(?2017": "https://arxiv.org/abs/1707.06168",
+    r"Hinton": "https://arxiv.org/abs/1503.02531",
+    r"FPGM|[Gg]eometric [Mm]edian": "https://arxiv.org/abs/1811.00250",
+    r"Distiller": "https://github.com/IntelLabs/distiller",
+}
+FINDINGS_INPUTS = ("train.json", "bench_train.json", "block_pruning.json", "network_pruning.json")
+
+
+def _readme_section(text: str, heading: str) -> str:
+    """The body of the level-2 section ``heading`` (up to the next level-2 heading)."""
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"the README has no '## {heading}' section"
+    return match.group(1)
+
+
+def _bullets(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if re.match(r"\s*[*-] ", line)]
+
+
+def _items(text: str) -> list[str]:
+    """Paragraphs and list items: a new one starts after a blank line or at a list marker."""
+    items, current = [], []
+    for line in text.splitlines():
+        if not line.strip() or re.match(r"\s*(\*|-|\d+\.) ", line):
+            items.append("\n".join(current))
+            current = []
+        if line.strip():
+            current.append(line)
+    return [i for i in [*items, "\n".join(current)] if i]
+
+
+def _findings_results(tmp_path: Path, **changes) -> Path:
+    """A copy of the committed results files of the findings, each changed by ``changes``
+    (file stem -> function of its parsed JSON)."""
+    results = tmp_path / "results"
+    results.mkdir(parents=True)
+    for name in FINDINGS_INPUTS:
+        data = json.loads((ROOT / "results" / name).read_text(encoding="utf-8"))
+        change = changes.get(name.removesuffix(".json").replace("bench_", "bench"))
+        (results / name).write_text(json.dumps(change(data) if change else data))
+    return results
+
+
+def test_readme_lessons_what_we_found_has_at_most_six_bullets():
+    section = _readme_section(README_TEXT, "What we found")
+    assert "<!-- findings:start -->" in section and "<!-- findings:end -->" in section
+    bullets = _bullets(section)
+    assert 1 <= len(bullets) <= 6, bullets
+    generated = section.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
+    assert _bullets(generated) == bullets  # every bullet is generated, none typed by hand
+    for bullet in bullets:  # an accuracy says on how many images (and which split)
+        if "%" in bullet:
+            assert re.search(r"\d[\d,]* (validation |test )?images", bullet), bullet
+
+
+def test_readme_lessons_findings_section_is_the_rendered_one():
+    generated = README_TEXT.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
+    assert generated.strip() == make_readme.render_findings(ROOT / "results").strip()
+
+
+def test_readme_lessons_links_every_reference_and_the_original_work():
+    for url in README_LINKS.values():
+        assert f"]({url})" in README_TEXT, f"the README does not link {url}"
+    for pattern, url in README_LINKS.items():
+        mentions = [i for i in _items(README_TEXT) if re.search(pattern, i)]
+        assert mentions, f"the README never mentions {pattern}"
+        unlinked = [i for i in mentions if url not in i]
+        assert not unlinked, f"mentions of {pattern} without a link to {url}: {unlinked}"
+
+
+def test_readme_lessons_names_the_commands_jupyterlab_and_colab_gpu():
+    quick = _readme_section(README_TEXT, "Quick start")
+    for command in ("make run", "make test"):
+        assert f"\n{command} " in quick, command  # in the code block of the quick start
+    assert "make venv" in quick and ".venv/bin/jupyter lab notebooks/" in quick
+    assert "JupyterLab" in quick
+    assert "Runtime > Change runtime type > GPU" in quick
+    assert "make reproduce" in _readme_section(README_TEXT, "Reproduce the study")
+    data = _readme_section(README_TEXT, "Data")
+    assert "`./data`" not in data and "repository's `data/`" in data
+
+
+def test_readme_lessons_findings_follow_the_results(tmp_path):
+    real = make_readme.render_findings(_findings_results(tmp_path / "real"))
+    train = json.loads((ROOT / "results" / "train.json").read_text())
+    assert f"{100 * train['val_accuracy']:.2f}% on {train['val_images']:,} validation" in real
+    assert "`merge` 64 / 258 / 5" in real  # the committed sweep, counted by hand once
+
+    def block(d):  # l1 with refit + recal at 25% everywhere: every clustering rule above it
+        for rec in d["records"]:
+            if rec["strategy"] == "l1" and rec["treatment"] == "refit+recal":
+                rec["accuracy"] = 0.25
+        return d
+
+    def network(d):
+        head = next(r for r in d["records"] if r["headline"])
+        head.update(acc_finetuned=0.8123, test_acc_finetuned=0.7001, speedup_cpu_batch256=2.5)
+        d["headline_plans"] = d["headline_plans"][:2]
+        return d
+
+    changed = make_readme.render_findings(_findings_results(
+        tmp_path / "changed", train=lambda d: {**d, "val_accuracy": 0.5, "val_images": 1234},
+        benchtrain=lambda d: {**d, "speedup_vs_seed": 99.0}, block_pruning=block,
+        network_pruning=network))
+    assert changed != real and len(_bullets(changed)) == len(_bullets(real))
+    assert "50.00% on 1,234 validation images" in changed
+    assert "99.0× faster" in changed
+    assert "and 25.00% with the conv2 refit on top" in changed  # l1's mean after refit + recal
+    pruned = len(make_readme.pruned_points(json.loads(
+        (ROOT / "results" / "block_pruning.json").read_text()))[("l1", "none")])
+    for rule in ("first", "nearest", "centroid", "merge"):
+        assert f"`{rule}` {pruned} / 0 / 0" in changed
+    assert "81.23% on 5,000 validation images" in changed and "70.01%" in changed
+    assert "2.50× faster at batch 256" in changed and "best of 2 plans" in changed
+    # A missing results file drops its bullet; no results at all says so.
+    (tmp_path / "changed" / "results" / "network_pruning.json").unlink()
+    fewer = make_readme.render_findings(tmp_path / "changed" / "results")
+    assert len(_bullets(fewer)) == len(_bullets(changed)) - 1 and "81.23%" not in fewer
+    assert "Nothing yet" in make_readme.render_findings(tmp_path / "none")
+
+
+def test_readme_lessons_render_readme_rewrites_the_findings(tmp_path):
+    text = ("<!-- findings:start -->\nold\n<!-- findings:end -->\n"
+            "<!-- notebooks:start -->\n<!-- notebooks:end -->\n"
+            "<!-- results:start -->\n<!-- results:end -->\n")
+    results = _findings_results(tmp_path, train=lambda d: {**d, "test_accuracy": 0.4321})
+    out = make_readme.render_readme(text, results, tmp_path / "img", tmp_path / "none",
+                                    URL, study_dir=tmp_path / "none")
+    findings = out.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
+    assert "old" not in findings and "43.21% on 1,000 test images" in findings
+
+
+def test_readme_lessons_block_means_leave_out_the_unpruned_points(tmp_path):
+    records = [{"block": "layer1.0", "strategy": "l1", "treatment": t, "kept_filters": k,
+                "accuracy": a} for t in ("none", "recal", "refit+recal")
+               for k, a in ((16, 0.9), (8, 0.5), (4, 0.3))]
+    md = make_readme.render_results(_write_results(tmp_path, block_pruning={
+        "eval_images": 100, "eval_split": "val", "records": records}), tmp_path)
+    assert _row(md, "| `l1`")[1:4] == ["40.00%"] * 3  # (0.5 + 0.3) / 2, not with 0.9
+    assert "k = width points are left out" in md and "100 validation images" in md
+
+
+def test_readme_lessons_notebook_tables_and_reproduction_time(tmp_path):
+    lessons, study = tmp_path / "notebooks", tmp_path / "study"
+    for folder, names in ((lessons, ("01_a", "02_b")), (study, ("02_b", "03_c", "04_d"))):
+        folder.mkdir()
+        for name in names:
+            nbformat.write(_title_only_notebook(), folder / f"{name}.ipynb")
+    gpu = {"device": "NVIDIA H200", "threads": 16}
+    cpu = {"device": "cpu", "threads": 2}
+    series = {"notebooks": {
+        "01_a": {"lesson": {"seconds": 30.0, **cpu}, "cpu": {"seconds": 999.0, **cpu}},
+        "02_b": {"lesson_gpu": {"seconds": 12.0, **gpu}, "cpu": {"seconds": 600.0, **cpu},
+                 "full": {"seconds": 60.0, **gpu}},
+        "03_c": {"cpu": {"seconds": 1200.0, **cpu}, "full": {"seconds": 120.0, **gpu}},
+        "04_d": {"cpu": {"seconds": 1800.0, "note": "cached fine-tuning", **cpu}},
+    }}
+    results = _write_results(tmp_path, series=series)
+    md = make_readme.render_notebooks(lessons, URL, study, results)
+    assert _row(md, "| [01_a](notebooks/01_a.ipynb)")[2:4] == [
+        "30 s (cpu, 2 threads)", "not yet measured"]  # its `cpu` entry is not a lesson run
+    assert _row(md, "| [02_b](notebooks/02_b.ipynb)")[2:4] == [
+        "not yet measured", "12 s (NVIDIA H200, 16 threads)"]
+    assert _row(md, "| [02_b](study/02_b.ipynb)")[2:4] == [
+        "10.0 min (cpu, 2 threads)", "60 s (NVIDIA H200, 16 threads)"]
+    assert _row(md, "| [04_d](study/04_d.ipynb)")[2:4] == [
+        "30.0 min (cpu, 2 threads) (1)", "not yet measured"]
+    assert sync_notebooks.badge(URL, "03_c.ipynb", "study") in md
+    assert md.endswith("(1) cached fine-tuning")
+    time = make_readme.render_reproduce(study, results)
+    gpu_row, cpu_row = _row(time, "| a CUDA GPU"), _row(time, "| a CPU")
+    assert gpu_row[2].startswith("at least 3.0 min (lower bound)")  # 04_d never ran in `full`
+    assert "`04_d` not yet measured" in gpu_row[2]
+    assert cpu_row[2].startswith("at least 60.0 min (lower bound)")  # 04_d's note: cached
+    (results / "series.json").write_text(json.dumps({"notebooks": {
+        s: {"full": {"seconds": 100.0, **gpu}} for s in ("02_b", "03_c", "04_d")}}))
+    time = make_readme.render_reproduce(study, results)
+    assert _row(time, "| a CUDA GPU")[2] == "5.0 min" and _row(time, "| a CPU")[2] == (
+        "not yet measured")
+
+
+def test_readme_lessons_heatmap_compares_like_with_like():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from helpers.study import sweep_plots
+
+    rows = [{"block": b, "width": 16, "strategy": s, "treatment": t, "kept_filters": k,
+             "accuracy": 0.8, "drop": 0.1} for b in ("layer1.0", "layer1.1")
+            for s in ("centroid", "first", "l1") for t in ("none", "recal", "refit+recal")
+            for k in (4, 8, 12)]
+    arm = ("first", "refit+recal")
+    fig = sweep_plots.like_for_like_heatmaps(pd.DataFrame(rows), ("centroid", "none"),
+                                             [arm, arm])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    plt.close(fig)
+    assert titles == ["centroid, none", "l1, refit+recal", "first, refit+recal"]
+    cell = next(c for c in _read(ROOT / "study" / "04_block_pruning.ipynb").cells
+                if c.cell_type == "code" and "block_pruning.png" in c.source
+                and "savefig" in c.source)
+    assert "like_for_like_heatmaps(" in cell.source and '("l1", "recal")' not in cell.source
