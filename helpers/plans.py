@@ -147,18 +147,22 @@ def macs_removed(plan: Sequence[int], shortcut: str = DEFAULT_SHORTCUT) -> float
     return 1 - plan_macs(plan, shortcut) / plan_macs(DEFAULT_WIDTHS, shortcut)
 
 
-def _budget(fraction_of_macs_removed: float, shortcut: str) -> int:
-    """MACs left to the nine blocks' conv1/conv2 filters by a target (checked reachable)."""
+def _budget(fraction_of_macs_removed: float, shortcut: str, removed: Sequence[str] = ()) -> int:
+    """MACs left to the nine blocks' conv1/conv2 filters by a target (checked reachable: at
+    least one filter in every block but the ``removed`` ones, which keep 0)."""
     if not 0 <= fraction_of_macs_removed < 1:
         raise ValueError(f"the fraction of MACs removed must be in [0, 1), "
                          f"got {fraction_of_macs_removed!r}")
     dense = plan_macs(DEFAULT_WIDTHS, shortcut)
     fixed = plan_macs([0] * len(BLOCKS), shortcut)  # stem, shortcuts, fc
     budget = math.floor((1 - fraction_of_macs_removed) * dense) - fixed
-    if budget < sum(MACS_PER_FILTER):
-        most = macs_removed([1] * len(BLOCKS), shortcut)
+    narrowest = _narrowest(1, removed)
+    if budget < sum(k * c for k, c in zip(narrowest, MACS_PER_FILTER, strict=True)):
+        most = macs_removed(narrowest, shortcut)
+        kept = (f"keeping one filter per block but the {len(removed)} removed ones"
+                if removed else "keeping one filter per block")
         raise ValueError(f"cannot remove {fraction_of_macs_removed:.1%} of the MACs by pruning "
-                         f"conv1 filters: keeping one filter per block removes {most:.1%}")
+                         f"conv1 filters: {kept} removes {most:.1%}")
     return budget
 
 
@@ -231,7 +235,7 @@ def _least_loss_plan(losses: Sequence[np.ndarray], fraction_of_macs_removed: flo
     thousand units for ResNet20)."""
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
-    budget = _budget(fraction_of_macs_removed, shortcut)
+    budget = _budget(fraction_of_macs_removed, shortcut, removed)
     unit = reduce(math.gcd, MACS_PER_FILTER)
     costs = [c // unit for c in MACS_PER_FILTER]
     capacity = budget // unit

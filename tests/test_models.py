@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +33,39 @@ def test_published_parameter_counts(shortcut, params):
 def test_macs_match_closed_form(shortcut, widths):
     model = resnet20(shortcut, widths)
     assert count_macs(model) == closed_form_macs(widths or DEFAULT_WIDTHS, shortcut)
-    assert layer_table(model).MACs.sum() == count_macs(model)
-    assert layer_table(model).params.sum() == count_params(model)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "conv3x3"])
+@pytest.mark.parametrize("widths", [None, (8, 16, 4, 32, 1, 20, 64, 7, 33)])
+def test_layer_table_rows_match_the_per_layer_formulas(shortcut, widths):
+    # Every row against what its module's shapes give: a conv computes
+    # C_in / groups * C_out * kh * kw MACs per output pixel, a linear layer C_in * C_out; a conv
+    # or linear layer has one weight per MAC of a pixel (+ a bias per output), a BN two per
+    # channel; the rest none. Their sums are the closed forms and the published counts.
+    model = resnet20(shortcut, widths)
+    table = layer_table(model)
+    expected_macs = expected_params = 0
+    for row in table.itertuples():
+        m = model.get_submodule(row.layer)
+        if isinstance(m, torch.nn.Conv2d):
+            per_pixel = m.in_channels // m.groups * m.out_channels * math.prod(m.kernel_size)
+            assert row.output[0] == m.out_channels
+            macs = per_pixel * row.output[1] * row.output[2]
+            params = per_pixel + (m.out_channels if m.bias is not None else 0)
+        elif isinstance(m, torch.nn.Linear):
+            macs = m.in_features * m.out_features
+            params = macs + (m.out_features if m.bias is not None else 0)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            macs, params = 0, 2 * m.num_features
+        else:
+            macs, params = 0, 0
+        assert (row.MACs, row.params) == (macs, params), row.layer
+        expected_macs, expected_params = expected_macs + macs, expected_params + params
+    n_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+    assert (table.type.isin(["Conv2d", "Linear"])).sum() == n_convs  # none left out
+    assert expected_macs == closed_form_macs(widths or DEFAULT_WIDTHS, shortcut)
+    if widths is None:
+        assert expected_params == {"A": 269_722, "conv3x3": 292_954}[shortcut]
 
 
 def test_forward_shape_and_widths():

@@ -1,9 +1,11 @@
 """Whole-network pruning: plans, exact MACs, prune_network with refit, sensitivity, save/load,
 resumable fine-tuning, latency, figures."""
 
+import copy
 import json
 import platform
 import random
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -11,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import metrics
+from helpers.data import normalize
 from helpers.metrics import compare_latency, count_macs, count_params, steady_allocator
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
 from helpers.plans import (
@@ -26,8 +30,19 @@ from helpers.plans import (
     sensitivity_plan,
     uniform_plan,
 )
+from helpers.study import finetune as finetune_module
+from helpers.study import network as network_module
 from helpers.study import network_plots
-from helpers.study.finetune import ResultCache, compare_step_seconds, finetune, model_fingerprint
+from helpers.study.finetune import (
+    ResultCache,
+    code_version,
+    compare_step_seconds,
+    finetune,
+    measuring_functions,
+    model_fingerprint,
+    pruning_functions,
+    training_functions,
+)
 from helpers.study.network import (
     block_sensitivity,
     fold_bn,
@@ -357,6 +372,85 @@ def test_measure_sensitivity_gives_a_usable_plan(tiny_splits):
     assert within_one_filter_per_block(sensitivity_plan(0.5, sens), 0.5)
 
 
+def test_measure_sensitivity_recalibrates_everything_with_its_seed(tiny_splits, monkeypatch):
+    seeds = []
+    real = network_module.recalibrate_bn
+
+    def spy(*args, **kwargs):
+        seeds.append(kwargs.get("seed", "default"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(network_module, "recalibrate_bn", spy)
+    model = dense(widths=TINY)
+    x, y, train = tiny_splits.val_images, tiny_splits.val_labels, tiny_splits.train_images
+    sens = measure_sensitivity(model, x, y, train, "l1", fractions=(0.5,), treatment="recal",
+                               recal_batches=1, seed=3)
+    assert seeds == [3] * 10  # the baseline, then the nine pruned networks
+    baseline = real(copy.deepcopy(model), train, batches=1, seed=3)
+    with torch.no_grad():
+        right = (baseline.eval()(normalize(x)).argmax(1) == y).sum().item()
+    assert sens.dense_accuracy == pytest.approx(right / len(y))
+
+
+def sweep_file(tmp_path, model, val, labels, **settings):
+    """A sweep file of ``model`` on the first 8 images, every block at half width, plus
+    ``settings`` (e.g. refit_images, seed)."""
+    from helpers.metrics import accuracy
+
+    records = [{"block": n, "strategy": "l1", "treatment": t, "kept_filters": w // 2,
+                "accuracy": 0.05} for n, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)
+               for t in ("none", "refit+recal")]
+    saved = {"eval_images": 8, "eval_split": "val", "device": "cpu",
+             "dense_accuracy": accuracy(model, val[:8], labels[:8]).value,
+             "dense_accuracy_recalibrated": 0.25, "records": records, **settings}
+    path = tmp_path / "block_pruning.json"
+    path.write_text(json.dumps(saved))
+    return path
+
+
+def test_sensitivity_from_json_checks_the_repair_settings_and_seed(tiny_splits, tmp_path):
+    model = dense(widths=TINY)
+    val, labels = tiny_splits.val_images, tiny_splits.val_labels
+    sweep = {"refit_images": 1024, "recal_batches": 10, "ridge": 1e-4, "seed": 0,
+             "recal_batch_size": 256, "augment": True}
+    path = sweep_file(tmp_path, model, val, labels, **sweep)
+    same = {k: sweep[k] for k in ("refit_images", "recal_batches", "ridge", "seed")}
+    assert sensitivity_from_json(path, model, val, labels, "l1", **same)[0] is not None
+    assert sensitivity_from_json(path, model, val, labels, "l1")[0] is not None  # unchecked
+    with pytest.raises(ValueError, match=r"seed 0 \(here 1\)") as err:
+        sensitivity_from_json(path, model, val, labels, "l1", **same | {"seed": 1})
+    assert "refit_images" not in str(err.value) and "ridge" not in str(err.value)
+    with pytest.raises(ValueError, match=r"refit_images 1024 \(here 128\), recal_batches 10 "
+                                         r"\(here 1\), ridge 0.0001 \(here 0.01\)"):
+        sensitivity_from_json(path, model, val, labels, "l1", refit_images=128,
+                              recal_batches=1, ridge=1e-2, seed=0)
+    # without a refit, the refit's settings do not matter; without recalibration, neither do
+    # the recalibration's
+    assert sensitivity_from_json(path, model, val, labels, "l1", "none", refit_images=128,
+                                 recal_batches=1, ridge=1e-2, seed=0)[0] is not None
+    path = sweep_file(tmp_path, model, val, labels, **sweep | {"recal_batch_size": 64})
+    with pytest.raises(ValueError, match=r"recal_batch_size 64 \(here 256\)"):
+        sensitivity_from_json(path, model, val, labels, "l1", **same)
+    path = sweep_file(tmp_path, model, val, labels)  # an older file: the settings are unknown
+    with pytest.raises(ValueError, match="refit_images missing"):
+        sensitivity_from_json(path, model, val, labels, "l1", **same)
+
+
+def test_sensitivity_for_measures_again_when_the_sweep_used_another_seed(tiny_splits,
+                                                                         tmp_path):
+    model = dense(widths=TINY)
+    val, labels, train = tiny_splits.val_images, tiny_splits.val_labels, tiny_splits.train_images
+    path = sweep_file(tmp_path, model, val, labels, refit_images=16, recal_batches=1,
+                      ridge=1e-4, seed=0)
+    kw = dict(measure_images=8, fractions=(0.5,), refit_images=16, recal_batches=1)
+    sens, why = network_module.sensitivity_for(model, "l1", val, labels, train, path, **kw)
+    assert why.startswith("read from block_pruning.json") and sens.dense_accuracy == 0.25
+    sens, why = network_module.sensitivity_for(model, "l1", val, labels, train, path, **kw,
+                                               seed=1)
+    assert why.startswith("measured here (block_pruning.json was measured with other settings")
+    assert "seed 0 (here 1)" in why and [r["eval_images"] for r in sens.measured] == [8] * 9
+
+
 def test_sensitivity_from_json_checks_split_and_checkpoint(tiny_splits, tmp_path):
     from helpers.metrics import accuracy
 
@@ -441,28 +535,127 @@ def test_result_cache_computes_each_key_once_and_survives_a_restart(tmp_path):
     assert calls == [0.5, 0.7]
 
 
-def test_compare_step_seconds_times_every_setup_without_training_them():
+def first_version(x):
+    return x + 1
+
+
+def second_version(x):
+    return x + 2
+
+
+def test_code_version_hashes_the_source():
+    assert code_version(first_version) == code_version(first_version)
+    assert code_version(first_version) != code_version(second_version)
+    assert code_version(first_version, second_version) != code_version(second_version,
+                                                                        first_version)
+    assert len(code_version(network_module)) == 12  # modules and classes too
+    # the default sets: the functions of the pruning, measuring and training code
+    from helpers.pruning import pruned_block, recalibrate_bn
+    from helpers.refit import refit_conv2
+    from helpers.train import train
+    assert {pruned_block, recalibrate_bn, refit_conv2} <= set(pruning_functions())
+    assert train in training_functions() and metrics.compare_latency in measuring_functions()
+
+
+def test_result_cache_misses_when_the_code_changes(tmp_path, monkeypatch):
+    path, calls = tmp_path / "network_state_ci.pt", []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert ResultCache(path)({"plan": [1]}, compute) == 1
+    assert ResultCache(path)({"plan": [1]}, compute) == 1 and len(calls) == 1  # a hit
+    monkeypatch.setattr("helpers.refit.refit_conv2", second_version)  # "the refit changed"
+    changed = ResultCache(path)
+    assert changed({"plan": [1]}, compute) == 2 and changed.computed == 1  # a miss
+    monkeypatch.undo()
+    assert ResultCache(path)({"plan": [1]}, compute) == 1  # the old code's value is still there
+    assert ResultCache(path, code="other")({"plan": [1]}, compute) == 3
+
+
+def test_finetune_state_file_names_the_student_and_the_code(tmp_path, monkeypatch):
+    paths = []
+
+    def fake_train(student, data, cfg, device, checkpoint, **kwargs):
+        paths.append(checkpoint)
+        return []
+
+    monkeypatch.setattr(finetune_module, "train", fake_train)
+    cfg, key = finetune_config(epochs=1), {"dense": "abc", "plan": [2] * 9}
+
+    def state(student):
+        return finetune(student, None, cfg, tmp_path, "p", key, progress=False).path
+
+    student = dense(7, widths=(2,) * 9)
+    first = state(student)
+    assert state(copy.deepcopy(student)) == first  # the same weights: the same run
+    with torch.no_grad():
+        student.conv.weight[0, 0, 0, 0] += 1e-3  # another student under the same key
+    other = state(student)
+    assert other != first
+    monkeypatch.setattr("helpers.pruning.pruned_block", first_version)  # pruning code changed
+    changed_pruning = state(student)
+    assert changed_pruning not in (first, other)
+    monkeypatch.setattr("helpers.train.loss_fn", first_version)  # the trainer changed
+    assert state(student) not in (first, other, changed_pruning)
+    assert paths == [first, first, other, changed_pruning, paths[-1]]
+
+
+def test_compare_step_seconds_times_every_setup_without_training_them(monkeypatch):
+    # A fake clock moved by the forward passes: 1 s per student forward, and per teacher
+    # forward 50 s in the (untimed) warm-up step, then 0.5, 0.25 and 0.75 s in the three
+    # rounds of 2 steps: known medians, minima and maxima per step.
+    clock = {"t": 0.0}
+    teacher_seconds = iter([50.0] + [0.5] * 2 + [0.25] * 2 + [0.75] * 2)
+
+    def tick(seconds):
+        return lambda *_: clock.__setitem__("t", clock["t"] + seconds())
+
     student, teacher = dense(5, widths=(2,) * 9), dense(6, widths=TINY)
+    student.register_forward_pre_hook(tick(lambda: 1.0))  # the copies keep the hooks
+    teacher.register_forward_pre_hook(tick(lambda: next(teacher_seconds)))
+    monkeypatch.setattr(finetune_module, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
     before = [p.clone() for p in student.parameters()]
     cfg = finetune_config(epochs=1, batch_size=8)
     table = compare_step_seconds({"alone": (student, None), "taught": (student, teacher)}, cfg,
-                                 steps=1, rounds=2)
-    assert list(table.setup) == ["alone", "taught"]
-    assert (table.seconds_per_step > 0).all() and (table["min"] <= table["max"]).all()
+                                 steps=2, rounds=3).set_index("setup")
+    assert list(table.index) == ["alone", "taught"]
+    alone, taught = table.loc["alone"], table.loc["taught"]
+    assert (alone.seconds_per_step, alone["min"], alone["max"]) == (1.0, 1.0, 1.0)
+    assert taught.seconds_per_step == pytest.approx(1.0 + 0.5)
+    assert (taught["min"], taught["max"]) == pytest.approx((1.0 + 0.25, 1.0 + 0.75))
     assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
 
 
 # --------------------------------------------------------------------------- measuring
 
 
-def test_compare_latency_reports_median_and_spread_and_restores_threads():
+def test_compare_latency_reports_median_and_spread_and_restores_threads(monkeypatch):
     threads = torch.get_num_threads()
     models = {"dense": resnet20(widths=TINY), "pruned": resnet20(widths=(2,) * 9)}
-    table = compare_latency(models, batch_size=2, repeats=3, warmup=1, threads=1)
+    # known timings (seconds per pass) in the order each model is timed: for "dense" first the
+    # two calls that choose ``number`` (0.01 s a pass: 5 passes make min_sample_s = 0.05 s),
+    # then one warm-up sample (9 s: it must not count), then five timed rounds
+    seconds = {"dense": [0.02, 0.01, 9.0, 0.004, 0.001, 0.003, 0.002, 0.005],
+               "pruned": [9.0, 0.010, 0.030, 0.020, 0.050, 0.040]}
+    numbers = []
+
+    def fake_pass_seconds(model, x, number):
+        name = next(n for n, m in models.items() if m is model)
+        numbers.append(number)
+        assert x.shape == (2, 3, 32, 32)
+        return seconds[name].pop(0)
+
+    monkeypatch.setattr(metrics, "_pass_seconds", fake_pass_seconds)
+    table = compare_latency(models, batch_size=2, repeats=5, warmup=1, threads=1)
+    assert not any(seconds.values()) and numbers == [1, 1] + [5] * 12
     assert list(table.model) == ["dense", "pruned"] and (table.threads == 1).all()
-    assert (table.repeats == 3).all() and (table.number >= 1).all()
-    assert ((table.min_ms <= table.q1_ms) & (table.q1_ms <= table.median_ms)
-            & (table.median_ms <= table.q3_ms) & (table.q3_ms <= table.max_ms)).all()
+    assert (table.repeats == 5).all() and (table.number == 5).all()
+    dense_row, pruned_row = (table.set_index("model").loc[n] for n in ("dense", "pruned"))
+    quantiles = ["min_ms", "q1_ms", "median_ms", "q3_ms", "max_ms"]
+    assert dense_row[quantiles].tolist() == pytest.approx([1, 2, 3, 4, 5])
+    assert pruned_row[quantiles].tolist() == pytest.approx([10, 20, 30, 40, 50])
     assert torch.get_num_threads() == threads
     with pytest.raises(ValueError, match="at least one model"):
         compare_latency({}, 2)
@@ -531,12 +724,22 @@ def test_network_figures_draw():
         plt.close(f)
 
 
-def test_speedups_time_plans_against_the_network():
+def test_speedups_time_plans_against_the_network(monkeypatch):
     model = dense(widths=TINY)
     plan = tuple(max(1, w // 2) for w in TINY)
+    timed = []
+
+    def fake_latency(nets, batch_size, *args, **kwargs):  # a latency proportional to MACs
+        timed.append((list(nets), batch_size))
+        macs = [count_macs(m) / 1e3 for m in nets.values()]
+        return pd.DataFrame({"model": list(nets), "median_ms": macs,
+                             "q1_ms": macs, "q3_ms": macs})
+
+    monkeypatch.setattr(network_module, "compare_latency", fake_latency)
     got = speedups(model, {"half": plan, "same": TINY, "twin": plan}, batch_size=2, repeats=1)
-    assert set(got) == {"half", "same", "twin"} and all(v > 0 for v in got.values())
-    assert got["twin"] == got["half"]  # the same widths are timed once
+    assert timed == [(["unpruned", str(plan), str(TINY)], 2)]  # the same widths timed once
+    ratio = count_macs(model) / count_macs(resnet20(model.shortcut, plan))
+    assert got == pytest.approx({"half": ratio, "same": 1.0, "twin": ratio}) and ratio > 1.5
     with pytest.raises(ValueError, match="unpruned"):
         speedups(model, {"unpruned": plan})
     with pytest.raises(ValueError, match="layer1.0"):

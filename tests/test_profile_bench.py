@@ -1,9 +1,12 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from helpers import paths
+from helpers import bench, paths
 from helpers.bench import seed_pipeline_seconds_per_epoch, seed_transform
 from helpers.data import PILDataset
+from helpers.models import resnet20
 from helpers.study.profile import SIZES, NetworkSizes, outputs, resolve_profile
 from helpers.study.training import profile_config, profile_data, state_path
 
@@ -51,5 +54,22 @@ def test_seed_pipeline_dataset_and_timing(tiny_data):
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
     assert isinstance(y, int)
-    seconds = seed_pipeline_seconds_per_epoch(tiny_data, torch.device("cpu"), steps=1, shortcut="A")
-    assert 0 < seconds < 1e4  # per 100-image batch x 1 batch per epoch: seconds, not epochs
+
+
+def test_seed_pipeline_times_only_the_steps_after_warm_up(tiny_data, monkeypatch):
+    # A clock that moves 0.25 s per training batch (each forward pass of the model), so the
+    # timing is known: 0.25 s per batch x (images / 100) batches per epoch. Timing the 5
+    # warm-up batches too, or dividing by another count than ``steps``, gives another number.
+    clock = {"t": 1000.0}
+
+    def timed_resnet20(shortcut):
+        model = resnet20(shortcut)
+        model.register_forward_pre_hook(lambda *_: clock.__setitem__("t", clock["t"] + 0.25))
+        return model
+
+    monkeypatch.setattr(bench, "resnet20", timed_resnet20)
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
+    images = len(tiny_data.train_labels)
+    seconds = seed_pipeline_seconds_per_epoch(tiny_data, torch.device("cpu"), steps=3, shortcut="A")
+    assert seconds == pytest.approx(0.25 * images / 100)
+    assert clock["t"] == 1000.0 + 0.25 * (5 + 3)  # 5 warm-up batches, then the 3 timed ones

@@ -153,6 +153,26 @@ def test_depth_plan_rounds_and_reaches_further():
     assert plan_for(0.5, "depth", round_to=8, removed=("layer1.1",))[1] == 0
 
 
+def test_depth_plan_reaches_past_one_filter_per_block():
+    # one filter in each of the nine blocks removes 90.0% of the MACs; with the seven removable
+    # blocks at 0, one filter in layer2.0 and layer3.0 removes 93.1%: targets in between are
+    # reachable, by hand from the closed form
+    one_each = 1 - plan_macs([1] * 9) / plan_macs(DEFAULT_WIDTHS)
+    two_left = [0 if n in REMOVABLE else 1 for n in BLOCK_NAMES]
+    furthest = 1 - plan_macs(two_left) / plan_macs(DEFAULT_WIDTHS)
+    assert one_each < 0.905 < 0.92 < furthest
+    for target in (0.905, 0.92):
+        plan = depth_plan(target, REMOVABLE)
+        assert macs_removed(plan) >= target
+        assert [k == 0 for k in plan] == [n in REMOVABLE for n in BLOCK_NAMES]
+    assert macs_removed(plan_for(0.92, "depth", round_to=8, removed=REMOVABLE)) >= 0.92
+    assert depth_plan(0.905, ("layer1.1",))[1] == 0
+    with pytest.raises(ValueError, match=f"7 removed ones removes {furthest:.1%}"):
+        depth_plan(0.95, REMOVABLE)
+    with pytest.raises(ValueError, match=f"one filter per block removes {one_each:.1%}"):
+        uniform_plan(0.905)  # without removed blocks the limit is unchanged
+
+
 def test_removal_accuracy_ranks_the_blocks():
     m = model()
     x, y = images(24), torch.randint(0, 10, (24,), generator=torch.Generator().manual_seed(0))
@@ -170,9 +190,20 @@ def test_removal_accuracy_ranks_the_blocks():
 def test_speed_table_ratios(monkeypatch):
     m = model(TINY)
     half = tuple(max(1, w // 2) for w in TINY)
-    table = speed_table(m, {"half": half, "removed": (4, 0, 4, 8, 8, 8, 8, 8, 8)}, batch_size=2,
-                        repeats=2)
-    assert list(table.plan) == ["half", "removed"] and (table.speedup > 0).all()
+    removed = (4, 0, 4, 8, 8, 8, 8, 8, 8)
+
+    def by_macs(nets, *args, **kwargs):  # a latency proportional to each network's MACs
+        macs = [float(count_macs(n)) for n in nets.values()]
+        return pd.DataFrame({"model": list(nets), "median_ms": macs, "q1_ms": macs,
+                             "q3_ms": macs})
+
+    with monkeypatch.context() as patch:
+        patch.setattr("helpers.study.network.compare_latency", by_macs)
+        table = speed_table(m, {"half": half, "removed": removed}, batch_size=2, repeats=2)
+    # each plan is timed as a network of its widths (the removed block included)
+    assert list(table.plan) == ["half", "removed"]
+    assert table.speedup.tolist() == pytest.approx(
+        [plan_macs(TINY) / plan_macs(half), plan_macs(TINY) / plan_macs(removed)])
     # the ratios, from known timings: median over median, quartile over the opposite quartile
     fake = pd.DataFrame({"model": ["unpruned", str(half)], "median_ms": [10.0, 5.0],
                          "q1_ms": [9.0, 4.0], "q3_ms": [12.0, 6.0]})

@@ -9,6 +9,7 @@ from scipy.stats import binom
 from helpers.stats import (
     PairedResult,
     accuracy_interval,
+    cluster_bootstrap_rate,
     format_accuracy,
     paired_test,
     tally,
@@ -79,3 +80,50 @@ def test_win_rates_and_tally():
     t = tally(results)
     assert (t["wins"].wins, t["losses"].wins, t["ties"].wins) == (1, 1, 1)
     assert t["wins"].n == 3
+
+
+def test_cluster_bootstrap_of_identical_blocks_is_the_binomial_of_blocks():
+    # 9 blocks of 10 points, every point of a block alike: 4 blocks won throughout, 2 lost,
+    # 3 tied. Resampling 9 blocks, the number of won blocks drawn is Binomial(9, 4/9) and the
+    # rate is that over 9: its 2.5% and 97.5% quantiles are 1/9 and 7/9 (CDF 0.041 and 0.992,
+    # far from 0.025 and 0.975 for 20,000 draws), much wider than Wilson's interval over 90
+    # supposedly independent points.
+    blocks = np.repeat([f"layer{i}" for i in range(9)], 10)
+    wins = np.isin(blocks, ["layer0", "layer3", "layer5", "layer8"])
+    losses = np.isin(blocks, ["layer1", "layer2"])
+    r = cluster_bootstrap_rate(wins, losses, blocks, n=20_000, seed=1)
+    assert (r["wins"].wins, r["ties"].wins, r["losses"].wins) == (40, 30, 20)
+    assert {k: v.n for k, v in r.items()} == {"wins": 90, "ties": 90, "losses": 90}
+    assert binom.cdf(0, 9, 4 / 9) < 0.02 and 0.035 < binom.cdf(1, 9, 4 / 9)
+    assert binom.cdf(6, 9, 4 / 9) < 0.96 and 0.99 < binom.cdf(7, 9, 4 / 9)
+    assert (r["wins"].low, r["wins"].high) == pytest.approx((1 / 9, 7 / 9))
+    wilson = win_rate(40, 90)
+    assert r["wins"].rate == wilson.rate
+    assert r["wins"].low < wilson.low - 0.2 and r["wins"].high > wilson.high + 0.2
+
+
+def test_cluster_bootstrap_of_independent_points_is_close_to_wilson():
+    rng = np.random.default_rng(0)
+    outcome = rng.permutation(np.r_[np.full(60, 1), np.full(40, -1), np.zeros(100)])
+    r = cluster_bootstrap_rate(outcome == 1, outcome == -1, np.arange(200), seed=0)
+    for key, count in (("wins", 60), ("losses", 40), ("ties", 100)):
+        wilson = win_rate(count, 200)
+        assert r[key].rate == wilson.rate
+        assert r[key].low == pytest.approx(wilson.low, abs=0.015)
+        assert r[key].high == pytest.approx(wilson.high, abs=0.015)
+
+
+def test_cluster_bootstrap_weighs_clusters_by_size_and_is_seeded():
+    # a block of 1 point (won) and one of 3 (tied): draws AA, AB, BA, BB give win rates 1,
+    # 1/4, 1/4, 0, the middle half of the draws is 1/4 (a mean of block rates would say 1/2)
+    wins, ties = np.array([1, 0, 0, 0], bool), np.zeros(4, bool)
+    r = cluster_bootstrap_rate(wins, ties, ["a", "b", "b", "b"], level=0.1, seed=3)
+    assert (r["wins"].rate, r["wins"].low, r["wins"].high) == (0.25, 0.25, 0.25)
+    assert cluster_bootstrap_rate(wins, ties, ["a", "b", "b", "b"], seed=3) == \
+        cluster_bootstrap_rate(wins, ties, ["a", "b", "b", "b"], seed=3)
+    with pytest.raises(ValueError, match="at least two clusters"):
+        cluster_bootstrap_rate(wins, ties, ["a"] * 4)
+    with pytest.raises(ValueError, match="both a win and a loss"):
+        cluster_bootstrap_rate(wins, wins, ["a", "b", "b", "b"])
+    with pytest.raises(ValueError, match="same length"):
+        cluster_bootstrap_rate(wins, ties, ["a", "b"])

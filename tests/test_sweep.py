@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import warnings
 
 import numpy as np
@@ -160,11 +161,21 @@ def test_sweep_function_json_and_comparisons(tmp_path, model, data):
     assert saved["eval_images"] == 8 and saved["records"] == res.records
     assert saved["eval_split"] == "val" and saved["profile"] == "ci"
     c = compare(res, ("merge", "refit+recal"), ("l1", "none"))
-    assert len(c) == 2 and set(c.winner) <= {"A", "B", "tie"}
-    row = c.iloc[0]
-    assert row.difference == pytest.approx(row.accuracy_a - row.accuracy_b)
-    best = compare(res, [("merge", "none"), ("merge", "refit+recal")], ("l1", "none"))
-    assert (best.accuracy_a >= c.accuracy_a.clip(upper=best.accuracy_a)).all()
+    assert len(c) == 2 and c.kept_filters.tolist() == [2, 40]
+    for row in c.itertuples():  # every column, from the per-image vectors by hand
+        a = res.correct_at("layer3.2", row.kept_filters, "merge", "refit+recal")
+        b = res.correct_at("layer3.2", row.kept_filters, "l1", "none")
+        assert (row.accuracy_a, row.accuracy_b) == (a.mean(), b.mean())
+        assert row.difference == pytest.approx(np.mean(a.astype(int) - b.astype(int)))
+        assert row.p_value == pytest.approx(mcnemar_by_hand(a, b))
+        assert row.ci_low <= row.difference <= row.ci_high
+        assert row.winner == ("tie" if row.p_value >= 0.05 else "AB"[int(b.sum() > a.sum())])
+    arms = [("merge", "none"), ("merge", "refit+recal")]
+    best = compare(res, arms, ("l1", "none"))
+    for row in best.itertuples():  # the better of the two arms, point by point
+        accs = {arm: res.correct_at("layer3.2", row.kept_filters, *arm).mean() for arm in arms}
+        assert row.accuracy_a == max(accs.values())
+        assert accs[tuple(row.a.split(", "))] == max(accs.values())
     assert list(arm_means(res).columns) == ["none", "refit+recal"]
     board = scoreboard(res, {"merge vs l1": (("merge", "refit+recal"), ("l1", "none"))})
     row = board.loc["merge vs l1"]
@@ -173,6 +184,43 @@ def test_sweep_function_json_and_comparisons(tmp_path, model, data):
     assert means[best_arm(res)] == means.max()
     refits = refit_table(res)
     assert len(refits) == 4 and (refits.mse_after <= refits.mse_before).all()
+
+
+def mcnemar_by_hand(a, b) -> float:
+    """Exact two-sided McNemar p-value: twice the smaller binomial(d, 1/2) tail, at most 1."""
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    d = a_only + b_only
+    tail = sum(math.comb(d, i) for i in range(min(a_only, b_only) + 1)) / 2 ** d
+    return min(1.0, 2 * tail) if a_only != b_only else 1.0
+
+
+def test_mcnemar_by_hand_known_answers():
+    yes, no = np.ones(6, bool), np.zeros(6, bool)
+    assert mcnemar_by_hand(yes, no) == 2 / 64  # 6 of 6 disagreements for A: 2 * (1/2)^6
+    assert mcnemar_by_hand(yes, yes) == 1.0
+
+
+def test_scoreboard_resamples_blocks_on_request():
+    # blocks b0 and b1: A right on every image, B on none (A wins at both k); b2: A == B (ties)
+    n, records, correct = 40, [], []
+    for block in ("b0", "b1", "b2"):
+        for k in (4, 8):
+            for strategy in ("merge", "l1"):
+                right = strategy == "merge" or block == "b2"
+                records.append({"block": block, "strategy": strategy, "treatment": "none",
+                                "kept_filters": k, "accuracy": float(right)})
+                correct.append(np.full(n, right))
+    res = SweepResult(records, np.array(correct), n, "val", 0, 0, "cpu", "fp32", 0.0,
+                      np.ones(n, bool), None, widths={"b0": 16, "b1": 16, "b2": 16})
+    pairs = {"merge vs l1": (("merge", "none"), ("l1", "none"))}
+    plain = scoreboard(res, pairs)
+    row = scoreboard(res, pairs, block_bootstrap=True).loc["merge vs l1"]
+    assert list(plain.columns) == list(row.index)[:len(plain.columns)]  # the same, then more
+    assert (row["A wins"], row.ties, row["B wins"]) == (4, 2, 0)
+    assert row["A win % (95% CI)"] == "67 (30-90)"  # Wilson, 4 of 6 independent points
+    # 3 blocks resampled: won blocks drawn ~ Binomial(3, 2/3), P(0) = 1/27 > 2.5%: 0 to 3 of 3
+    assert row["A win % (95% CI, blocks resampled)"] == "67 (0-100)"
+    assert row["B win % (95% CI, blocks resampled)"] == "0 (0-0)"
 
 
 def test_the_model_given_is_untouched(data):

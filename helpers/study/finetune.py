@@ -3,10 +3,12 @@
 A fine-tuning run is :func:`helpers.train.train` with a checkpoint file: interrupted, it resumes
 where it stopped; finished, calling it again only loads the final weights. :func:`finetune`
 names that file after everything that defines the run (the starting network, the plan, the
-strategy, the teacher, the schedule; see :func:`state_path`), so that a notebook re-run
-re-uses its finished runs and never resumes a run that started from another network.
-:class:`ResultCache` does the same for measurements that are cheap one by one but slow to
-repeat all together (the accuracies of many pruned networks).
+strategy, the teacher, the schedule, the student's own weights and the :func:`code_version`
+of the pruning and training code; see :func:`state_path`), so that a notebook re-run re-uses
+its finished runs and never resumes a run that started from another network or was made by
+other code. :class:`ResultCache` does the same for measurements that are cheap one by one but
+slow to repeat all together (the accuracies of many pruned networks), its keys also carrying
+the version of the code that measures.
 
 :func:`compare_step_seconds` times a few training steps of several (student, teacher) set-ups
 interleaved, to see what makes fine-tuning cheaper before paying for whole epochs.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -47,6 +50,52 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def code_version(*functions) -> str:
+    """A short hash of the source code of ``functions`` (functions, classes or modules, each
+    with its qualified name): part of every cache key, so that a result computed by older code
+    is computed again instead of being read (a change of a docstring counts too: a miss costs
+    time, a stale value would cost a wrong number)."""
+    h = hashlib.blake2b(digest_size=6)
+    for f in functions:
+        name = getattr(f, "__qualname__", getattr(f, "__name__", repr(f)))
+        h.update(f"{getattr(f, '__module__', '')}.{name}\n".encode())
+        h.update(inspect.getsource(f).encode())
+    return h.hexdigest()
+
+
+def pruning_functions() -> tuple:
+    """What makes a pruned, repaired network and its score (looked up when called): the
+    strategies' filter choice and merge, the conv2 refit, the BN recalibration, and
+    :mod:`helpers.study.network`'s whole-network pruning and scoring."""
+    from helpers import metrics, pruning, refit
+    from helpers.study import network
+
+    return (pruning.filter_features, pruning.kmeans, pruning.cluster_filters, pruning._shrink,
+            pruning._merge, pruning.keep_indices, pruning.pruned_block, pruning.prune_block,
+            pruning.calibration_images, pruning.recalibrate_bn, refit.conv2_input,
+            refit.normal_equations, refit.apply_refit, refit.refit_conv2, refit.block_io,
+            refit.refit_block, refit.augmented, network._fit_bn, network._fit_block,
+            network._prune_and_refit, network.prune_network, network.prune_and_score,
+            network.score, network.correct, network.removal_accuracy, metrics.predict)
+
+
+def measuring_functions() -> tuple:
+    """What times networks and training steps (looked up when called)."""
+    from helpers import metrics
+    from helpers.study import network
+
+    return (metrics._pass_seconds, metrics.compare_latency, network.speed_table,
+            network.speedups, compare_step_seconds)
+
+
+def training_functions() -> tuple:
+    """The trainer a fine-tuning run is made by (looked up when called)."""
+    from helpers import train as t
+
+    return (t.train, t._train, t.lr_at, t.make_optimizer, t.loss_fn, t.EagerStep,
+            t.GraphedStep, t.make_step)
 
 
 def state_path(folder: str | os.PathLike, name: str, key: Mapping) -> Path:
@@ -83,13 +132,20 @@ def finetune(student: ResNet, data: Splits, cfg: TrainConfig, folder: str | os.P
     """Fine-tune ``student`` in place, resumably; a finished run is loaded, not repeated.
 
     Args:
-        folder, name, key: the state file is ``state_path(folder, name, key | the schedule)``;
-            ``key`` must identify the starting point (e.g. the unpruned network's
-            :func:`model_fingerprint`, the plan, the strategy, the repairs). The trainer itself
-            refuses to resume a file written with another config, data or teacher presence.
+        folder, name, key: the state file is ``state_path(folder, name, key | the schedule |
+            the student | the code)``: ``key`` should identify the starting point (e.g. the
+            unpruned network's :func:`model_fingerprint`, the plan, the strategy, the
+            repairs); the student's own :func:`model_fingerprint` (its weights as given) and
+            the :func:`code_version` of the pruning and training code are added, so that a
+            student pruned otherwise, or code changed since, starts a new run. The trainer
+            itself refuses to resume a file written with another config, data or teacher
+            presence.
         teacher: distil from it (:func:`helpers.train.train`); None: cross-entropy only.
     """
-    full_key = dict(key) | {"config": dataclasses.asdict(cfg), "teacher": teacher is not None}
+    full_key = dict(key) | {"config": dataclasses.asdict(cfg), "teacher": teacher is not None,
+                            "student": model_fingerprint(student),
+                            "code_version": code_version(*pruning_functions(),
+                                                         *training_functions())}
     path = state_path(folder, name, full_key)
     before = epochs_done(path)
     history = train(student, data, cfg, device, checkpoint=path, teacher=teacher,
@@ -101,13 +157,19 @@ class ResultCache:
     """Measured values kept on disk by key, so that a re-run re-uses what it already measured.
 
     ``cache(key, compute)`` returns the value stored under ``key`` (a JSON-like mapping, hashed
-    with :func:`digest`), or computes, stores and returns it. Values may be plain Python values
-    and tensors (stored with ``torch.save``, read with ``weights_only=True``); the file is
-    rewritten atomically after every new value, so an interruption loses at most one.
+    with :func:`digest` together with ``code``), or computes, stores and returns it. ``key``
+    should name the inputs (e.g. the network's :func:`model_fingerprint`); ``code`` (by
+    default the :func:`code_version` of the pruning, repair, scoring and timing code, as it is
+    when the cache is opened) is added to every key, so that values computed by other code are
+    computed again. Values may be plain Python values and tensors (stored with
+    ``torch.save``, read with ``weights_only=True``); the file is rewritten atomically after
+    every new value, so an interruption loses at most one.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, code: str | None = None):
         self.path = Path(path)
+        self.code = code if code is not None else code_version(*pruning_functions(),
+                                                               *measuring_functions())
         self.values = (torch.load(self.path, map_location="cpu", weights_only=True)
                        if self.path.exists() else {})
         self.computed = 0  # values computed (not found) by this object
@@ -116,7 +178,7 @@ class ResultCache:
         return len(self.values)
 
     def __call__(self, key: Mapping, compute: Callable[[], object]):
-        k = digest(dict(key))
+        k = digest(dict(key) | {"code_version": self.code})
         if k not in self.values:
             self.values[k] = compute()
             self.computed += 1

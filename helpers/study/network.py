@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -276,10 +277,17 @@ def sensitivity_for(model: ResNet, strategy: str, val_images: Tensor, val_labels
     """The "refit+recal" sensitivity of ``strategy``: from notebook 04's sweep at ``json_path``
     when it is usable (:func:`sensitivity_from_json`), else measured here
     (:func:`measure_sensitivity`) on the first ``measure_images`` validation images at the
-    kept ``fractions``. Returns it and a sentence saying where it comes from."""
+    kept ``fractions``. The sweep is used only if it was measured with this ``refit_images``,
+    ``recal_batches`` (of 256 images), the default ridge and ``seed``. Returns the sensitivity
+    and a sentence saying where it comes from."""
     why = "no sweep file given"
     if json_path is not None:
-        sens, why = sensitivity_from_json(json_path, model, val_images, val_labels, strategy)
+        try:  # a sweep of other refit/recalibration settings or seed is measured again
+            sens, why = sensitivity_from_json(json_path, model, val_images, val_labels, strategy,
+                                              refit_images=refit_images,
+                                              recal_batches=recal_batches, ridge=RIDGE, seed=seed)
+        except SweepSettingsMismatch as e:
+            sens, why = None, str(e)
         if sens is not None:
             return sens, why
     x, y = val_images[:measure_images], val_labels[:measure_images]
@@ -295,18 +303,53 @@ def measure_sensitivity(model: ResNet, images: Tensor, labels: Tensor, calibrati
                         treatment: str = "refit+recal", refit_images: int = 1024,
                         recal_batches: int = RECAL_BATCHES, seed: int = 0) -> Sensitivity:
     """:func:`block_sensitivity` plus its baseline: ``model`` itself, recalibrated on the same
-    ``calibration`` images when the treatment recalibrates, on the same ``images``."""
+    ``calibration`` images (same ``seed``: same augmentation) when the treatment recalibrates,
+    on the same ``images``."""
     baseline = copy.deepcopy(model)
     if treatment != "none":
-        recalibrate_bn(baseline, calibration, batches=recal_batches)
+        recalibrate_bn(baseline, calibration, batches=recal_batches, seed=seed)
     dense = accuracy(baseline, images, labels).value
     records = block_sensitivity(model, images, labels, calibration, strategy, fractions,
                                 treatment, refit_images, recal_batches, seed)
     return Sensitivity.from_records(records, dense, strategy, treatment, model.num_classes)
 
 
+class SweepSettingsMismatch(ValueError):
+    """A sweep file measured with other repair settings (or seed) than the caller uses."""
+
+
+RECAL_BATCH_SIZE = 256  # what prune_network, block_sensitivity and measure_sensitivity use
+
+
+def _check_sweep_settings(saved: Mapping, name: str, treatment: str, expected: Mapping) -> None:
+    """Raise :class:`SweepSettingsMismatch` naming every key of ``expected`` (None: not
+    checked) whose value in ``saved`` differs or is missing. The refit's settings are checked
+    only for "refit+recal", the recalibration's not for "none"."""
+    used = {"refit_images": treatment == "refit+recal", "ridge": treatment == "refit+recal",
+            "recal_batches": treatment != "none", "seed": True}
+    checks = {k: v for k, v in expected.items() if v is not None and used[k]}
+    if checks.get("recal_batches") is not None and "recal_batch_size" in saved:
+        checks["recal_batch_size"] = RECAL_BATCH_SIZE  # older files lack it: not checked
+    if checks.get("recal_batches") is not None and "augment" in saved:
+        checks["augment"] = True  # the recalibration (and refit) images are augmented here
+    wrong = []
+    for key, want in checks.items():
+        got = saved.get(key)
+        if key == "ridge":
+            same = isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9)
+        else:
+            same = got is not None and got == want
+        if not same:
+            wrong.append(f"{key} {'missing' if got is None else repr(got)} (here {want!r})")
+    if wrong:
+        raise SweepSettingsMismatch(f"{name} was measured with other settings than this run's: "
+                                    + ", ".join(wrong))
+
+
 def sensitivity_from_json(path: str | Path, model: ResNet, images: Tensor, labels: Tensor,
-                          strategy: str = "l1", treatment: str = "refit+recal"
+                          strategy: str = "l1", treatment: str = "refit+recal", *,
+                          refit_images: int | None = None, recal_batches: int | None = None,
+                          ridge: float | None = None, seed: int | None = None
                           ) -> tuple[Sensitivity | None, str]:
     """Notebook 04's sweep (``results/block_pruning.json``) as a :class:`Sensitivity`, if usable.
 
@@ -317,6 +360,12 @@ def sensitivity_from_json(path: str | Path, model: ResNet, images: Tensor, label
     differs by an image or so), and it has records of ``strategy`` with ``treatment`` for every
     block.
     Returns the sensitivity (or None) and a sentence saying why.
+
+    ``refit_images``, ``recal_batches``, ``ridge`` and ``seed``, where given, must be the
+    sweep's (the refit's only for "refit+recal", the recalibration's not for "none"; with
+    ``recal_batches`` also its ``recal_batch_size``, 256, and ``augment``, where the file has
+    them): otherwise :class:`SweepSettingsMismatch` (a ValueError) names every key that
+    differs. None (the default) does not check that key.
     """
     path = Path(path)
     if not path.exists():
@@ -328,6 +377,9 @@ def sensitivity_from_json(path: str | Path, model: ResNet, images: Tensor, label
     n = saved.get("eval_images")
     if not isinstance(n, int) or not 0 < n <= len(labels):
         return None, f"{path.name} was measured on {n} images; {len(labels):,} are given"
+    _check_sweep_settings(saved, path.name, treatment,
+                          {"refit_images": refit_images, "recal_batches": recal_batches,
+                           "ridge": ridge, "seed": seed})
     bf16 = saved.get("precision") == "bf16"  # measure the unpruned network as the sweep did
     dense = float(correct(model, images[:n], labels[:n], bf16=bf16).mean())
     if abs(float(saved.get("dense_accuracy", -1.0)) - dense) > max(1e-3, 2.01 / n):
