@@ -621,27 +621,23 @@ def render_notebooks(notebook_dir: Path = NOTEBOOK_DIR, url: str | None = None,
                  sync_notebooks.badge(url, p.name, folder)] for p in paths]
 
     align = ["l", "l", "r", "r", "l"]
+    sections = (
+        (numbered(notebook_dir), "notebooks", sync_notebooks.LESSON_RUNS,
+         ["Lesson", "Topic", "On a CPU", "On a GPU", "Colab"],
+         "**The lessons** (`notebooks/`, `make run`): short, each run in one sitting; they "
+         "read the committed study and write nothing to `checkpoints/`, `results/` or "
+         "`img/`. Run time of the whole lesson, as `scripts/run_series.py` measured it:"),
+        (numbered(study_dir), "study", sync_notebooks.PROFILES_TIMED,
+         ["Notebook", "Topic", "`cpu` profile", "`full` profile", "Colab"],
+         "**The reproduction** (`study/`, `make reproduce`): the long notebooks that "
+         "regenerate `checkpoints/*.pt`, `results/*.json` and `img/`. Run time of the whole "
+         "notebook in each profile:"),
+    )
     parts = []
-    lessons, study = numbered(notebook_dir), numbered(study_dir)
-    if lessons:
-        parts += [
-            "**The lessons** (`notebooks/`, `make run`): short, each run in one sitting; they "
-            "read the committed study and write nothing to `checkpoints/`, `results/` or "
-            "`img/`. Run time of the whole lesson, as `scripts/run_series.py` measured it:",
-            "",
-            table(["Lesson", "Topic", "On a CPU", "On a GPU", "Colab"],
-                  rows(lessons, "notebooks", sync_notebooks.LESSON_RUNS), align),
-        ]
-    if study:
-        parts += [
-            *([""] if parts else []),
-            "**The reproduction** (`study/`, `make reproduce`): the long notebooks that "
-            "regenerate `checkpoints/*.pt`, `results/*.json` and `img/`. Run time of the whole "
-            "notebook in each profile:",
-            "",
-            table(["Notebook", "Topic", "`cpu` profile", "`full` profile", "Colab"],
-                  rows(study, "study", sync_notebooks.PROFILES_TIMED), align),
-        ]
+    for paths, folder, keys, header, intro in sections:
+        if paths:
+            parts += [*([""] if parts else []), intro, "",
+                      table(header, rows(paths, folder, keys), align)]
     if not parts:
         return "_No notebooks yet._"
     return "\n".join(parts + footnotes(notes))

@@ -172,10 +172,25 @@ def _where(record: dict) -> str:
     return f"{profile} on {record.get('device') or 'an unrecorded device'}"
 
 
+def _ran_with(nb) -> str | None:
+    """The PROFILE a notebook was executed with (kept in its metadata by run_series)."""
+    return nb.metadata.get("papermill", {}).get("parameters", {}).get("PROFILE")
+
+
+def _run_time(run: dict) -> str:
+    """'4.2 min on cpu, 2 threads' (and the run's note, if it has one)."""
+    threads = f", {run['threads']} threads" if run.get("threads") else ""
+    note = f" ({run['note']})" if run.get("note") else ""
+    return f"{duration(run['seconds'])} on {run.get('device')}{threads}{note}"
+
+
+def _runs(series: dict | None, stem: str) -> dict:
+    return (series or {}).get("notebooks", {}).get(stem, {})
+
+
 def outputs_line(nb, stem: str, series: dict | None) -> str:
     """Which profile produced the committed outputs, and what each profile took to run."""
-    params = nb.metadata.get("papermill", {}).get("parameters", {})
-    profile = params.get("PROFILE")
+    profile = _ran_with(nb)
     if not profile:
         line = "Outputs below: profile not recorded (not executed by `scripts/run_series.py`)."
     elif profile == "ci":
@@ -183,17 +198,9 @@ def outputs_line(nb, stem: str, series: dict | None) -> str:
                 "they show the mechanics, not results.")
     else:
         line = f"Outputs below: the `{profile}` profile."
-    runs = (series or {}).get("notebooks", {}).get(stem, {})
-    times = []
-    for name in PROFILES_TIMED:
-        run = runs.get(name)
-        if run:
-            threads = f", {run['threads']} threads" if run.get("threads") else ""
-            note = f" ({run['note']})" if run.get("note") else ""
-            times.append(f"`{name}` {duration(run['seconds'])} on {run.get('device')}{threads}"
-                         f"{note}")
-        else:
-            times.append(f"`{name}` not yet measured")
+    runs = _runs(series, stem)
+    times = [f"`{name}` {_run_time(runs[name])}" if runs.get(name) else
+             f"`{name}` not yet measured" for name in PROFILES_TIMED]
     return f"{line} Run time of the whole notebook: {'; '.join(times)}."
 
 
@@ -226,24 +233,17 @@ def results_line(name: str, record: dict | None) -> str:
 
 def lesson_outputs_line(nb, stem: str, series: dict | None) -> str:
     """Which run produced a lesson's committed outputs, and its run time on each device."""
-    params = nb.metadata.get("papermill", {}).get("parameters", {})
-    profile = params.get("PROFILE")
+    profile = _ran_with(nb)
     if not profile:
         line = "Outputs below: not recorded (not executed by `scripts/run_series.py`)."
     elif profile == "ci":
         line = "Outputs below: the `ci` test profile (tiny sizes): they show the mechanics only."
     else:
         line = f"Outputs below: a lesson run (`PROFILE = \"{profile}\"`)."
-    runs = (series or {}).get("notebooks", {}).get(stem, {})
-    times = []
-    for key, where in zip(LESSON_RUNS, ("CPU", "GPU"), strict=True):
-        run = runs.get(key)
-        if run:
-            threads = f", {run['threads']} threads" if run.get("threads") else ""
-            times.append(f"{duration(run['seconds'])} on {run.get('device')}{threads}, "
-                         f"{run.get('date')}")
-        else:
-            times.append(f"on a {where} not yet measured")
+    runs = _runs(series, stem)
+    times = [f"{_run_time(runs[key])}, {runs[key].get('date')}" if runs.get(key) else
+             f"on a {where} not yet measured"
+             for key, where in zip(LESSON_RUNS, ("CPU", "GPU"), strict=True)]
     return f"{line} Run time of the whole lesson: {'; '.join(times)}."
 
 

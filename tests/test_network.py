@@ -749,3 +749,29 @@ def test_speedups_time_plans_against_the_network(monkeypatch):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_steady_allocator_takes_on_glibc():
     assert steady_allocator() is True
+
+
+def test_pareto_by_epochs_keeps_unpruned_and_control_apart_and_joins_one_budget():
+    """Lesson 05's figure from the committed study: the two unpruned markers do not overlap,
+    and the right panel's dashed front runs through the other-epochs networks only."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import paths
+    from helpers.study import network_plots
+
+    result = json.loads((paths.RESULTS / "network_pruning.json").read_text())
+    fig = network_plots.pareto_by_epochs(result, "t")
+    right = fig.axes[1]
+    marks = {t.get_text().split(":")[0]: t.xy for t in right.texts
+             if t.get_text().startswith(("unpruned", "control"))}
+    assert set(marks) == {"unpruned", "control"}
+    assert abs(marks["unpruned"][0] - marks["control"][0]) >= 2  # M MACs apart
+    dashed = [ln for ln in right.lines if ln.get_linestyle() == "--"]
+    others = {round(r["macs"] / 1e6, 6) for r in result["records"] if not r["headline"]}
+    assert len(dashed) == 1 and {round(v, 6) for v in dashed[0].get_xdata()} <= others
+    plt.close(fig)

@@ -555,7 +555,7 @@ def test_navigation_links_previous_and_next():
 
 
 def test_sync_all_writes_then_checks_clean(tmp_path):
-    nbdir = tmp_path / "notebooks"
+    nbdir = tmp_path / "study"  # the study's provenance: which notebook trained the checkpoint
     nbdir.mkdir()
     for name in ("01_a.ipynb", "02_b.ipynb"):
         nbformat.write(_title_only_notebook(), nbdir / name)

@@ -325,3 +325,27 @@ def test_plots_draw_a_small_sweep():
     assert all(f.axes for f in figs)
     assert set(sweep_plots.kept_bins(df, 8).bin) == {1 / 8, 1 / 2, 3 / 4}
     plt.close("all")
+
+
+def test_rule_means_draws_the_mean_over_blocks_of_each_kept_fraction():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.study import sweep_plots
+
+    records = [{"block": b, "strategy": s, "treatment": t, "kept_filters": k * w // 4,
+                "width": w, "accuracy": acc} for b, w, acc in (("layer1.0", 16, 0.5), ("layer3.2", 64, 0.9))
+               for s in ("l1", "first") for t in ("none", "recal") for k in (1, 2, 3)]
+    df = pd.DataFrame(records)
+    fig = sweep_plots.rule_means(df, ("l1", "first"), ("none", "recal"), bins=4, spread=False)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        lines = [ln for ln in ax.lines if ln.get_label() in ("l1", "first")]
+        assert len(lines) == 2
+        for ln in lines:  # fractions 25, 50, 75 %, each the mean of the two blocks: 70 %
+            assert list(ln.get_xdata()) == [25, 50, 75]
+            assert np.allclose(ln.get_ydata(), 70)
+    plt.close(fig)

@@ -241,3 +241,96 @@ def removal_choice(removal: pd.DataFrame, min_speedup: float, eval_images: int,
     ax.set_title("Which block to remove (filled: the choice)", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+
+ALLOCATION_MARKERS = {"uniform": "o", "sensitivity": "s", "depth": "^"}
+
+
+def pareto_by_epochs(result: Mapping, title: str = ""):
+    """Lesson 05, §5: validation accuracy against MACs from ``results/network_pruning.json``,
+    each Pareto front drawn only through points of the same fine-tuning budget.
+
+    Left: every candidate plan after prune + refit + recal (0 epochs) and the unpruned network,
+    with their front. Right: after fine-tuning: the networks fine-tuned ``other_epochs`` (one
+    per target but the headline), joined by their front; the plans fine-tuned
+    ``headline_epochs`` at the headline target (same MACs, spread sideways so that none hides
+    another; the headline filled); the unpruned network and its fine-tuned control, which
+    share the unpruned MACs, drawn apart and labelled.
+    """
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
+    _before_finetuning(ax0, result)
+    _after_finetuning(ax1, result)
+    for ax in (ax0, ax1):
+        ax.legend(fontsize=7, ncol=3 if ax is ax0 else 1, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _before_finetuning(ax, result: Mapping) -> None:
+    cand = pd.DataFrame(result["candidates"])
+    for (strategy, allocation), g in cand.groupby(["strategy", "allocation"]):
+        ax.scatter(g.macs / 1e6, 100 * g.accuracy, marker=ALLOCATION_MARKERS.get(allocation, "o"),
+                   s=36, facecolors="none", edgecolors=STRATEGY_COLORS.get(strategy),
+                   label=f"{strategy}, {allocation}")
+    cost = np.r_[cand.macs.to_numpy(float), result["dense_macs"]] / 1e6
+    acc = 100 * np.r_[cand.accuracy.to_numpy(float), result["dense_accuracy"]]
+    front = pareto_front(cost, acc)
+    ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1,
+            label="Pareto front (0 epochs)")
+    ax.scatter([result["dense_macs"] / 1e6], [100 * result["dense_accuracy"]], marker="X", s=90,
+               c="black", zorder=6, label="unpruned")
+    ax.set(xlabel="MACs per image (millions)",
+           ylabel=f"accuracy (%), {result['eval_images']:,} validation images",
+           title="Before fine-tuning: prune + refit + recal")
+
+
+def _after_finetuning(ax, result: Mapping, gap: float = 1.2, spread: float = 1.5) -> None:
+    """``gap``: how far (M MACs) the unpruned network and its control are drawn apart;
+    ``spread``: the half-width (M MACs) over which the headline target's plans are spread."""
+    ft, dense_m = result["finetune"], result["dense_macs"] / 1e6
+    head = next(r for r in result["records"] if r["headline"])
+    short = pd.DataFrame([r for r in result["records"] if not r["headline"]])
+    x, y = short.macs.to_numpy(float) / 1e6, 100 * short.acc_finetuned.to_numpy(float)
+    front = pareto_front(x, y)
+    ax.plot(x[front], y[front], color="tab:blue", lw=1, ls="--", zorder=1)
+    ax.scatter(x, y, s=50, color="tab:blue", edgecolors="black", zorder=5,
+               label=f"{ft['other_epochs']} epochs: chosen plan of each other target "
+                     f"(dashed: their Pareto front)")
+    for r in short.itertuples():
+        ax.annotate(f"{r.target:.0%}", (r.macs / 1e6, 100 * r.acc_finetuned),
+                    textcoords="offset points", xytext=(0, -13), ha="center", fontsize=8)
+    trials = sorted(result["headline_plans"], key=lambda p: (p["strategy"], p["allocation"]))
+    for dx, p in zip(np.linspace(-spread, spread, len(trials)), trials, strict=True):
+        color = STRATEGY_COLORS.get(p["strategy"])
+        xy = (head["macs"] / 1e6 + dx, 100 * p["acc_finetuned"])
+        is_head = (p["strategy"], p["allocation"]) == (head["strategy"], head["allocation"])
+        ax.scatter(*xy, marker=ALLOCATION_MARKERS.get(p["allocation"], "o"),
+                   s=90 if is_head else 40, color=color if is_head else "none",
+                   edgecolors=color, linewidths=1.3, zorder=6)
+        if is_head:
+            ax.annotate(f"headline: {p['strategy']} {p['allocation']}", xy,
+                        textcoords="offset points", xytext=(-45, -32), ha="center",
+                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
+    ax.scatter([], [], marker="D", s=40, facecolors="none", edgecolors="gray",
+               label=f"{ft['headline_epochs']} epochs: the {len(trials)} plans at "
+                     f"{head['target']:.0%} (shapes as on the left; same MACs, spread "
+                     f"sideways; filled: headline)")
+    for dx, key, marker, text in (
+            (-gap, "dense_accuracy", "X", "unpruned"),
+            (gap, "dense_finetuned_accuracy", "P",
+             f"control: unpruned\n+ {ft['headline_epochs']} epochs")):
+        ax.scatter([dense_m + dx], [100 * result[key]], marker=marker, s=100, c="black",
+                   zorder=6)
+        ax.annotate(text, (dense_m + dx, 100 * result[key]), textcoords="offset points",
+                    xytext=(0, 14) if dx < 0 else (0, -30), ha="center", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
+    reference = max(result["dense_accuracy"], result["dense_finetuned_accuracy"])
+    ax.axhspan(100 * reference - GOAL_POINTS, 100 * reference, color="green", alpha=0.1,
+               label=f"within {GOAL_POINTS} point of the better unpruned network")
+    ax.set(xlabel=f"MACs per image (millions); unpruned and control drawn {gap:g} M apart",
+           title="After fine-tuning (each front: one epoch budget)",
+           ylim=(min(y.min(), 100 * reference) - 1.5, 100 * reference + 1.2),
+           xlim=(min(x.min(), head["macs"] / 1e6) - 3, dense_m + 3))
