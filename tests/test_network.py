@@ -712,6 +712,8 @@ def test_network_figures_draw():
                  {"epoch": 2, "val_accuracy": 0.88, "val_images": 5000}]}, 0.91))
     figs.append(network_plots.sensitivity_and_plans(
         fake_sensitivity(), {"uniform": uniform_plan(0.5)}, DEFAULT_WIDTHS, BLOCK_NAMES))
+    legend = figs[-1].axes[1].get_legend()  # below the bars, not over them
+    assert legend.get_bbox_to_anchor().transformed(figs[-1].axes[1].transAxes.inverted()).y1 < 0
     timed = pd.DataFrame([{"target": t, "allocation": a, "plan": (t, a), "macs": m, "speedup": x}
                           for t, a, m, x in ((0.5, "uniform", 21e6, 1.5),
                                              (0.5, "sensitivity", 21e6, 1.4),

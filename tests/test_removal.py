@@ -225,6 +225,10 @@ def test_removal_choice_figure():
     fig = network_plots.removal_choice(removal, 1.5, 5000, ("layer1.1",))
     ax = fig.axes[0]
     assert {t.get_text() for t in ax.texts} == set(removal.block)
+    # neighbours in accuracy get their labels on opposite sides (above / below the point)
+    below = {t.get_text(): t.xyann[1] < 0 for t in ax.texts}
+    by_accuracy = removal.sort_values("accuracy").block.tolist()
+    assert [below[b] for b in by_accuracy] == [True, False, True]
     plt.close(fig)
 
 

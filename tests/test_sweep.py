@@ -336,8 +336,9 @@ def test_rule_means_draws_the_mean_over_blocks_of_each_kept_fraction():
 
     from helpers.study import sweep_plots
 
+    blocks = (("layer1.0", 16, 0.5), ("layer3.2", 64, 0.9))
     records = [{"block": b, "strategy": s, "treatment": t, "kept_filters": k * w // 4,
-                "width": w, "accuracy": acc} for b, w, acc in (("layer1.0", 16, 0.5), ("layer3.2", 64, 0.9))
+                "width": w, "accuracy": acc} for b, w, acc in blocks
                for s in ("l1", "first") for t in ("none", "recal") for k in (1, 2, 3)]
     df = pd.DataFrame(records)
     fig = sweep_plots.rule_means(df, ("l1", "first"), ("none", "recal"), bins=4, spread=False)

@@ -179,7 +179,9 @@ def sensitivity_and_plans(sensitivity, plans: dict[str, tuple[int, ...]],
     ax2.set_ylabel("fraction of conv1 filters kept")
     ax2.set_xlabel("")
     ax2.set_title("Plans: filters kept per block")
-    ax2.legend(fontsize=7, ncol=2)
+    # below the axes: inside, the legend hid the bars of the last blocks
+    ax2.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1),
+               frameon=False)
     fig.tight_layout()
     return fig
 
@@ -231,9 +233,10 @@ def removal_choice(removal: pd.DataFrame, min_speedup: float, eval_images: int,
                    facecolors="none", edgecolors=color, label=f"a block of {name}")
         ax.scatter(100 * rows.accuracy[chosen], rows.speedup[chosen], s=70, color=color,
                    edgecolors="black", zorder=5)
-        for r in rows.itertuples():
-            ax.annotate(r.block, (100 * r.accuracy, r.speedup), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+    # labels alternately above and below, in order of accuracy: neighbours no longer overlap
+    for i, r in enumerate(removal.sort_values("accuracy").itertuples()):
+        ax.annotate(r.block, (100 * r.accuracy, r.speedup), textcoords="offset points",
+                    xytext=(5, 5) if i % 2 else (5, -12), fontsize=8)
     ax.axhline(min_speedup, color="black", lw=1, ls="--", label=f"goal: {min_speedup:g}x")
     ax.set(xlabel=f"accuracy with the block removed (%), {eval_images:,} validation images",
            ylabel="speed-up of its depth plan\n(CPU, batch 256)")
