@@ -73,7 +73,8 @@ def step_seconds(images: Tensor, labels: Tensor, device: torch.device,
                  rounds: int = 3, warmup: int = 2, shortcut: str = "conv3x3") -> dict[str, float]:
     """Median seconds per training step of each variant, measured side by side.
 
-    ``variants`` maps a name to :class:`TrainConfig` overrides (e.g. ``{"bf16": False}``).
+    ``variants`` maps a name to :class:`TrainConfig` overrides (e.g. ``{"bf16": False}``); a
+    variant runs in the precision it names, whatever the trainer would choose on this device.
     The variants take turns, ``steps`` steps each, for ``rounds`` rounds after ``warmup``
     steps each, so that a noisy machine slows all of them alike.
     """
@@ -84,7 +85,9 @@ def step_seconds(images: Tensor, labels: Tensor, device: torch.device,
         cfg = TrainConfig(batch_size=batch_size, **overrides)
         torch.manual_seed(0)
         model = resnet20(shortcut).to(device).to(memory_format=torch.channels_last).train()
-        runs[name] = (make_step(model, cfg, device), make_optimizer(model, cfg, device))
+        # the precision each variant names, not the trainer's choice (bf16_supported)
+        runs[name] = (make_step(model, cfg, device, bf16=cfg.bf16),
+                      make_optimizer(model, cfg, device))
 
     def run(name: str, n: int) -> float:
         step, opt = runs[name]

@@ -159,12 +159,18 @@ def loss_fn(logits: Tensor, labels: Tensor, cfg: TrainConfig,
 
 
 class EagerStep:
-    """Forward + backward of one batch; returns the (detached) loss and logits."""
+    """Forward + backward of one batch; returns the (detached) loss and logits.
+
+    ``bf16``: None (the trainer) autocasts to bfloat16 when ``cfg.bf16`` asks for it and it
+    pays on the device (:func:`bf16_supported`); True or False forces the precision (a
+    benchmark timing bf16 against fp32 must get what it names).
+    """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device,
-                 teacher: nn.Module | None = None):
+                 teacher: nn.Module | None = None, bf16: bool | None = None):
         self.model, self.cfg, self.device, self.teacher = model, cfg, device, teacher
-        self.bf16 = cfg.bf16 and bf16_supported(device, cfg.batch_size)
+        self.bf16 = (cfg.bf16 and bf16_supported(device, cfg.batch_size)) if bf16 is None \
+            else bf16
 
     def forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16,
@@ -191,8 +197,8 @@ class GraphedStep(EagerStep):
     statistics they touch are restored, so capture leaves the model as it found it.
     """
 
-    def __init__(self, model, cfg, device, teacher, batch_size: int):
-        super().__init__(model, cfg, device, teacher)
+    def __init__(self, model, cfg, device, teacher, batch_size: int, bf16: bool | None = None):
+        super().__init__(model, cfg, device, teacher, bf16)
         self.x = torch.zeros(batch_size, 3, 32, 32, device=device).contiguous(
             memory_format=torch.channels_last)
         self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -225,17 +231,18 @@ class GraphedStep(EagerStep):
         return self.loss, self.logits
 
 
-def make_step(model, cfg, device, teacher=None) -> EagerStep:
-    """A CUDA-graphed step when possible (falls back to eager with a warning), else eager.
+def make_step(model, cfg, device, teacher=None, bf16: bool | None = None) -> EagerStep:
+    """A CUDA-graphed step when possible (falls back to eager with a warning), else eager;
+    ``bf16`` as in :class:`EagerStep`.
 
     Which one was made is visible as ``isinstance(step, GraphedStep)`` (tests check it).
     """
     if device.type == "cuda" and cfg.cuda_graph:
         try:
-            return GraphedStep(model, cfg, device, teacher, cfg.batch_size)
+            return GraphedStep(model, cfg, device, teacher, cfg.batch_size, bf16)
         except Exception as e:  # capture is refused by some ops/drivers: stay correct
             warnings.warn(f"CUDA graph capture failed ({e}); training eagerly", stacklevel=2)
-    return EagerStep(model, cfg, device, teacher)
+    return EagerStep(model, cfg, device, teacher, bf16)
 
 
 def _run_id(cfg: TrainConfig, images: Tensor, labels: Tensor, teacher: nn.Module | None) -> dict:

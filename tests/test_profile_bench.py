@@ -73,3 +73,25 @@ def test_seed_pipeline_times_only_the_steps_after_warm_up(tiny_data, monkeypatch
     seconds = seed_pipeline_seconds_per_epoch(tiny_data, torch.device("cpu"), steps=3, shortcut="A")
     assert seconds == pytest.approx(0.25 * images / 100)
     assert clock["t"] == 1000.0 + 0.25 * (5 + 3)  # 5 warm-up batches, then the 3 timed ones
+
+
+def test_step_seconds_times_the_precision_each_variant_names(tiny_data, monkeypatch):
+    """On a CPU where the trainer would choose fp32, the benchmark's "bf16" variant must still
+    run in bf16 (and "fp32" in fp32): it measures what it names, not the trainer's choice."""
+    import helpers.train as train_mod
+
+    monkeypatch.setattr(train_mod, "cpu_bf16_faster", lambda batch_size: False)
+    made = {}
+    real = bench.make_step
+
+    def spy(model, cfg, device, teacher=None, bf16=None):
+        step = real(model, cfg, device, teacher, bf16)
+        made[cfg.bf16] = step.bf16
+        return step
+
+    monkeypatch.setattr(bench, "make_step", spy)
+    bench.step_seconds(tiny_data.train_images, tiny_data.train_labels, torch.device("cpu"),
+                       {"fp32": {"bf16": False}, "bf16": {"bf16": True}}, batch_size=8,
+                       steps=1, rounds=1, warmup=1)
+    assert made == {False: False, True: True}
+    assert not train_mod.EagerStep(resnet20(), train_mod.TrainConfig(), torch.device("cpu")).bf16
