@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from helpers import paths
+from helpers.device import default_device, device_name
 
 LESSON_PROFILES = ("auto", "ci")
 SCRATCH = paths.ROOT / "build" / "lessons"
@@ -62,7 +63,7 @@ def start(name: str, profile: str = "auto", seed: int = 0) -> Lesson:
         raise ValueError(f"a lesson's PROFILE is one of {LESSON_PROFILES}, got {profile!r}; "
                          f"the full study ('full' on a GPU, 'cpu') is `make reproduce`, "
                          f"which runs study/NN_*.ipynb")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     if profile == "ci":
         scratch = Path(tempfile.mkdtemp(prefix=f"lesson-{name}-"))
     else:
@@ -70,8 +71,7 @@ def start(name: str, profile: str = "auto", seed: int = 0) -> Lesson:
         scratch.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     lesson = Lesson(name, "ci" if profile == "ci" else "lesson", device, scratch)
-    where = (torch.cuda.get_device_name(device) if lesson.gpu
-             else f"cpu, {torch.get_num_threads()} threads")
+    where = device_name(device) if lesson.gpu else f"cpu, {torch.get_num_threads()} threads"
     print(f"{name}: profile {lesson.profile!r} on {where}; torch {torch.__version__}; "
           f"scratch folder {_shown(scratch)}")
     if in_colab() and not lesson.gpu:
@@ -112,8 +112,8 @@ def label(file: str, results: Path | None = None) -> str:
     """Where a study result came from: 'committed study run (`full` profile, NVIDIA H200,
     2026-11-28; 5,000 validation and 1,000 test images)'."""
     record = study(file, results)
-    runs = study("series.json", results).get("notebooks", {}) if (
-        Path(results or paths.RESULTS) / "series.json").exists() else {}
+    series = Path(results or paths.RESULTS) / "series.json"
+    runs = study(series.name, results).get("notebooks", {}) if series.exists() else {}
     run = runs.get(STUDY_NOTEBOOK.get(file, ""), {}).get(record.get("profile"), {})
     date = f", {run['date']}" if run.get("date") else ""
     device = record.get("device") or run.get("device") or "device not recorded"
