@@ -366,34 +366,6 @@ def load_series(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("notebooks", {})
 
 
-def render_series(r: dict) -> str:
-    """Run time of every notebook in each profile, as scripts/run_series.py recorded it, as one
-    table (the README shows them in the notebook tables instead, :func:`render_notebooks`)."""
-    runs = r.get("notebooks", {})
-    if not runs:
-        return ""
-    measured = {p for by_profile in runs.values() for p in by_profile}
-    profiles = [*sync_notebooks.PROFILES_TIMED,
-                *sorted(measured - set(sync_notebooks.PROFILES_TIMED))]
-
-    notes: list[str] = []
-
-    def cell(run: dict | None) -> str:
-        return run_cell(run, notes)
-
-    rows = [[f"[{stem}](notebooks/{stem}.ipynb)", *(cell(by.get(p)) for p in profiles)]
-            for stem, by in runs.items()]
-    return "\n".join([
-        "### Run time of each notebook",
-        "",
-        "Measured by `scripts/run_series.py` (`make run`), whole notebook, per profile.",
-        "",
-        table(["Notebook", *(f"`{p}` profile" for p in profiles)], rows,
-              ["l"] + ["r"] * len(profiles)),
-        *footnotes(notes),
-    ])
-
-
 # --------------------------------------------------------------------------- what we found
 
 FINDINGS_FILES = ("train.json", "bench_train.json", "block_pruning.json", "network_pruning.json")
@@ -565,8 +537,9 @@ def render_findings(results_dir: Path = RESULTS_DIR) -> str:
         return "_Nothing yet: `make reproduce` writes results/*.json._"
     return "\n".join(f"* {b}" for b in bullets[:6])
 
+
+
 RENDERERS = {
-    "series.json": render_series,
     "train.json": render_train,
     "block_pruning.json": render_block_pruning,
     "network_pruning.json": render_network_pruning,
@@ -587,7 +560,7 @@ def render_results(
         if (Path(img_dir) / Path(rel).name).exists():
             parts.append(f"![{caption}]({rel})")
     if not parts:
-        return "_No results yet: run `make run` to produce results/*.json and img/*.png._"
+        return "_No results yet: `make reproduce` produces results/*.json and img/*.png._"
     return "\n\n".join(parts)
 
 

@@ -785,21 +785,21 @@ def test_missing_markers_are_an_error():
         make_readme.replace_section("no markers", "results", "x")
 
 
-def test_series_timing_is_rendered():
-    md = make_readme.render_series({"notebooks": {
-        "01_resnet20": {"cpu": {"seconds": 10.2, "device": "cpu", "threads": 2}},
-        "02_x": {"cpu": {"seconds": 2400, "device": "cpu", "threads": 2},
-                 "full": {"seconds": 291.2, "device": "NVIDIA H200", "threads": 16}}}})
-    assert _row(md, "| Notebook") == ["Notebook", "`cpu` profile", "`full` profile"]
-    assert _row(md, "| [01_resnet20]") == [
-        "[01_resnet20](notebooks/01_resnet20.ipynb)", "10 s (cpu, 2 threads)", "not yet measured"]
-    assert _row(md, "| [02_x]")[1:] == ["40.0 min (cpu, 2 threads)",
-                                        "4.9 min (NVIDIA H200, 16 threads)"]
-    assert make_readme.render_series({}) == ""
-    noted = make_readme.render_series({"notebooks": {"05_x": {"cpu": {
-        "seconds": 120, "device": "cpu", "threads": 2, "note": "fine-tuning loaded"}}}})
-    assert _row(noted, "| [05_x]")[1] == "2.0 min (cpu, 2 threads) (1)"
-    assert noted.endswith("(1) fine-tuning loaded")
+def test_run_times_are_rendered():
+    """One run of results/series.json as a table cell: duration, device, threads, note mark."""
+    notes: list[str] = []
+    cell = make_readme.run_cell
+    assert cell({"seconds": 10.2, "device": "cpu", "threads": 2}, notes) == "10 s (cpu, 2 threads)"
+    assert cell(None, notes) == "not yet measured"
+    assert cell({"seconds": 2400, "device": "cpu", "threads": 2}, notes) == (
+        "40.0 min (cpu, 2 threads)")
+    assert cell({"seconds": 291.2, "device": "NVIDIA H200", "threads": 16}, notes) == (
+        "4.9 min (NVIDIA H200, 16 threads)")
+    assert make_readme.footnotes(notes) == []
+    noted = cell({"seconds": 120, "device": "cpu", "threads": 2, "note": "fine-tuning loaded"},
+                 notes)
+    assert noted == "2.0 min (cpu, 2 threads) (1)"
+    assert make_readme.footnotes(notes)[-1] == "(1) fine-tuning loaded"
 
 
 # --------------------------------------------------------------------------- run_series
