@@ -174,9 +174,10 @@ def clean_file(source: Path, dest: Path | None = None, root: Path = ROOT) -> Pat
 
 def lesson_key() -> str:
     """Where a lesson's run time is kept in results/series.json: one entry per kind of device."""
+    import sync_notebooks  # its LESSON_RUNS names the keys: (on a CPU, on a GPU)
     import torch
 
-    return "lesson_gpu" if torch.cuda.is_available() else "lesson"
+    return sync_notebooks.LESSON_RUNS[torch.cuda.is_available()]
 
 
 def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES,
@@ -248,6 +249,7 @@ def run(notebook: Path, profile: str, run_dir: Path = RUN_DIR) -> tuple[Path, fl
 
 def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+    from helpers.lesson import LESSON_PROFILES
     from helpers.study.profile import PROFILES, WRITES_REPOSITORY, resolve_profile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -277,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         timed = profile in WRITES_REPOSITORY
         key = profile
     else:
-        if args.profile not in ("auto", "ci"):
-            parser.error("the lessons run with --profile auto or ci; the study profiles "
-                         "(full, cpu) are for --study (`make reproduce`)")
+        if args.profile not in LESSON_PROFILES:
+            parser.error(f"the lessons run with --profile {' or '.join(LESSON_PROFILES)}; the "
+                         f"study profiles (full, cpu) are for --study (`make reproduce`)")
         profile = args.profile
         timed, key = profile == "auto", lesson_key()
     copy = timed if args.copy is None else args.copy

@@ -1092,3 +1092,11 @@ def test_readme_lessons_heatmap_compares_like_with_like():
                 if c.cell_type == "code" and "block_pruning.png" in c.source
                 and "savefig" in c.source)
     assert "like_for_like_heatmaps(" in cell.source and '("l1", "recal")' not in cell.source
+
+
+def test_lesson_run_times_are_kept_per_kind_of_device(monkeypatch):
+    """run_series stores a lesson's time under the keys the provenance and README read."""
+    for cuda, key in ((False, "lesson"), (True, "lesson_gpu")):
+        monkeypatch.setattr("torch.cuda.is_available", lambda cuda=cuda: cuda)
+        assert run_series.lesson_key() == key
+        assert key in sync_notebooks.LESSON_RUNS
