@@ -215,6 +215,22 @@ def split_validation(data: CIFAR10, val_images: int = VAL_IMAGES) -> Splits:
                   data.train_labels[cut:], data.test_images, data.test_labels, data.classes)
 
 
+def selection_confirmation(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the selection and the confirmation half of ``n`` validation images.
+
+    The rule, fixed before any result was seen: even positions (0, 2, 4, ...) select, odd
+    positions (1, 3, 5, ...) confirm. The validation split is the last 5,000 training images in
+    the order of the official files, which are not sorted by class, so the halves are two
+    interleaved samples of it (2,500 and 2,500 of 5,000; for odd ``n`` the selection half has
+    one more). Every choice (plan, block, schedule, clustering rule) is made on the selection
+    half; the chosen networks are reported on the confirmation half, which no choice saw.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 validation images to split in halves, got {n}")
+    positions = np.arange(n)
+    return positions[0::2], positions[1::2]
+
+
 def load_splits(root: str | os.PathLike | None = None, download: bool = False,
                 val_images: int = VAL_IMAGES, warn: bool = True) -> Splits:
     """:func:`load_cifar10`, then :func:`split_validation`: train 45,000 / val 5,000 / test.

@@ -289,7 +289,9 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
             None keeps the current setting. The frame records the number used.
 
     Returns one row per model: ``model, batch_size, threads, number, repeats, median_ms,
-    q1_ms, q3_ms, min_ms, max_ms`` (milliseconds per forward pass; q1/q3: the quartiles).
+    q1_ms, q3_ms, min_ms, max_ms`` (milliseconds per forward pass; q1/q3: the quartiles) and
+    ``samples_ms``, the list of the ``repeats`` samples in round order (sample ``i`` of every
+    model comes from the same round: :func:`helpers.stats.ratio_interval` pairs them).
     """
     if not models:
         raise ValueError("compare_latency needs at least one model")
@@ -320,5 +322,6 @@ def compare_latency(models: Mapping[str, nn.Module], batch_size: int,
         q1, median, q3 = np.percentile(t, [25, 50, 75])
         rows.append({"model": name, "batch_size": batch_size, "threads": used, "number": number,
                      "repeats": repeats, "median_ms": float(median), "q1_ms": float(q1),
-                     "q3_ms": float(q3), "min_ms": float(min(t)), "max_ms": float(max(t))})
+                     "q3_ms": float(q3), "min_ms": float(min(t)), "max_ms": float(max(t)),
+                     "samples_ms": [float(v) for v in t]})
     return pd.DataFrame(rows)

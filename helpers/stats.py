@@ -14,6 +14,9 @@
   says so at ``alpha``; a difference that is not significant is a tie. Win rates over many
   comparisons come with a Wilson interval. With ``alpha = 0.05`` about one comparison in 40 of
   two equally good models is still called a win (and as many a loss).
+- :func:`ratio_interval`: a speed-up from interleaved timings: the median of the per-round
+  ratios (reference time over model time, measured in the same round), with a bootstrap
+  interval of that median, pooled over every round of every call.
 - :func:`cluster_bootstrap_rate`: the same rates with an interval that does not assume the
   comparisons independent. The (block, k) points of one block share the block (its filters,
   its place in the network), so a strategy that suits a block tends to win at all its k: the
@@ -76,6 +79,13 @@ class PairedResult:
         if self.p_value >= alpha or self.a_only == self.b_only:
             return "tie"
         return "A" if self.a_only > self.b_only else "B"
+
+    def describe(self) -> str:
+        """The difference and its interval, without a p-value: for comparisons that were not
+        declared before looking (a p-value is only meaningful for those that were)."""
+        return (f"{100 * self.difference:+.2f} points ({100 * self.level:.0f}% CI "
+                f"{100 * self.ci_low:+.2f} to {100 * self.ci_high:+.2f}; descriptive), "
+                f"{self.a_only} vs {self.b_only} of {self.n:,} images right for one only")
 
     def __str__(self) -> str:
         return (f"{100 * self.difference:+.2f} points ({100 * self.level:.0f}% CI "
@@ -209,3 +219,32 @@ def cluster_bootstrap_rate(wins, losses, clusters, n: int = 2000, seed: int = 0,
         out[name] = WinRate(int(round(counts[name].sum())), len(w), float(low), float(high),
                             level)
     return out
+
+
+def ratio_interval(reference, other, n: int = 2000, seed: int = 0,
+                   level: float = LEVEL) -> tuple[float, float, float]:
+    """Median speed-up of ``other`` over ``reference`` and a bootstrap interval of the median.
+
+    Args:
+        reference, other: per-round times (any unit, the same for both) of two models timed
+            interleaved: round ``i`` of one was measured next to round ``i`` of the other, so
+            the ratio ``reference[i] / other[i]`` cancels what a slow phase of the machine did
+            to both. Pool the rounds of several calls by concatenating them.
+        n, seed: bootstrap draws of the rounds (with replacement) and their seed.
+
+    Returns ``(median, low, high)``: the median of the per-round ratios and the percentile
+    interval at ``level`` of the medians of the draws. The interval says how well the rounds
+    pin the median down; it does not cover a machine that is slower on another day.
+    """
+    a, b = np.asarray(reference, float), np.asarray(other, float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"reference and other must be 1-D with the same length >= 1, got "
+                         f"shapes {a.shape} and {b.shape}")
+    if not ((a > 0).all() and (b > 0).all()):
+        raise ValueError("times must be positive")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    ratios = a / b
+    draws = np.random.default_rng(seed).integers(0, len(ratios), size=(int(n), len(ratios)))
+    low, high = np.quantile(np.median(ratios[draws], axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(np.median(ratios)), float(low), float(high)

@@ -83,11 +83,12 @@ def pruning_functions() -> tuple:
 
 def measuring_functions() -> tuple:
     """What times networks and training steps (looked up when called)."""
-    from helpers import metrics
+    from helpers import metrics, stats
     from helpers.study import network
 
-    return (metrics._pass_seconds, metrics.compare_latency, network.speed_table,
-            network.speedups, compare_step_seconds)
+    return (metrics._pass_seconds, metrics.compare_latency, stats.ratio_interval,
+            network.fold_bn, network.latency_table, network.speed_table, network.speedups,
+            compare_step_seconds)
 
 
 def training_functions() -> tuple:

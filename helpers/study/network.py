@@ -50,6 +50,7 @@ from helpers.models import (
 from helpers.plans import TREATMENTS, Sensitivity, check_plan
 from helpers.pruning import check_strategy, prune_block, pruned_block, recalibrate_bn
 from helpers.refit import RIDGE, augmented, refit_conv2
+from helpers.stats import ratio_interval
 
 RECAL_BATCHES = 10  # batches of 256 training images for BN recalibration
 
@@ -423,32 +424,59 @@ def fold_bn(model: ResNet) -> ResNet:
     return folded
 
 
+def latency_table(models: Mapping[str, nn.Module], batch_size: int = 256, repeats: int = 7,
+                  calls: int = 1, threads: int | None = None,
+                  reference: str = "unpruned") -> pd.DataFrame:
+    """Latency of each model and its speed-up over ``reference``, pooled over ``calls`` calls.
+
+    Each call times all ``models`` interleaved for ``repeats`` rounds
+    (:func:`helpers.metrics.compare_latency`, a new visiting order per call); the rounds of all
+    calls are pooled, and the speed-up is the median of the per-round ratios with a bootstrap
+    interval (:func:`helpers.stats.ratio_interval`). Models may be PyTorch modules or ONNX
+    Runtime sessions (:class:`helpers.onnx_runtime.OnnxModel`). One row per model: ``model,
+    batch_size, threads, rounds, median_ms, speedup, speedup_low, speedup_high``.
+    """
+    if reference not in models:
+        raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, got {calls}")
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for call in range(calls):
+        table = compare_latency(models, batch_size, "cpu", repeats, threads=threads, seed=call)
+        for row in table.itertuples():
+            samples[row.model] += row.samples_ms
+            used = row.threads
+    rows = []
+    for name, t in samples.items():
+        speedup, low, high = ratio_interval(samples[reference], t)
+        rows.append({"model": name, "batch_size": batch_size, "threads": used, "rounds": len(t),
+                     "median_ms": float(np.median(t)), "speedup": speedup,
+                     "speedup_low": low, "speedup_high": high})
+    return pd.DataFrame(rows)
+
+
 def speed_table(model: ResNet, plans: Mapping[str, Sequence[int]], batch_size: int = 256,
-                repeats: int = 5, threads: int | None = None) -> pd.DataFrame:
+                repeats: int = 5, threads: int | None = None, calls: int = 1) -> pd.DataFrame:
     """Measured CPU speed-up over ``model`` of a network with each plan's widths, with its
-    spread.
+    interval.
 
     Latency depends on the widths, not on the weights, so each plan is timed as a fresh
     ResNet20 of its widths: no pruning is needed to know whether a plan meets a latency
     budget. Each distinct widths is timed once, so plans with the same widths (e.g. two
-    strategies' uniform plans) get the same speed-up. Models are timed interleaved
-    (:func:`helpers.metrics.compare_latency`), in the PyTorch-module form that the final
-    measurement uses. One row per plan: ``plan, widths, speedup`` (median of the unpruned
-    network over median of the plan), ``speedup_low`` and ``speedup_high`` (the unpruned
-    network's first quartile over the plan's third, and its third over the plan's first: how
-    far the speed-up can move within the middle half of either timing).
+    strategies' uniform plans) get the same speed-up. Every network is BN-folded
+    (:func:`fold_bn`, the form a deployment runs) and timed interleaved with the unpruned one
+    (:func:`latency_table`). One row per plan: ``plan, widths, speedup, speedup_low,
+    speedup_high`` (the median of the per-round ratios and its 95% bootstrap interval).
     """
     if "unpruned" in plans:
         raise ValueError("'unpruned' names the reference network; give the plans other names")
     widths = {name: check_plan(plan) for name, plan in plans.items()}
-    nets = {"unpruned": copy.deepcopy(model).cpu()}
-    nets |= {str(w): resnet20(model.shortcut, w) for w in dict.fromkeys(widths.values())}
-    ms = compare_latency(nets, batch_size, "cpu", repeats, threads=threads).set_index("model")
-    ref = ms.loc["unpruned"]
-    return pd.DataFrame([{"plan": name, "widths": w,
-                          "speedup": float(ref.median_ms / ms.loc[str(w)].median_ms),
-                          "speedup_low": float(ref.q1_ms / ms.loc[str(w)].q3_ms),
-                          "speedup_high": float(ref.q3_ms / ms.loc[str(w)].q1_ms)}
+    nets = {"unpruned": fold_bn(model).cpu()}
+    nets |= {str(w): fold_bn(resnet20(model.shortcut, w)) for w in dict.fromkeys(widths.values())}
+    t = latency_table(nets, batch_size, repeats, calls, threads).set_index("model")
+    return pd.DataFrame([{"plan": name, "widths": w, "speedup": float(t.speedup[str(w)]),
+                          "speedup_low": float(t.speedup_low[str(w)]),
+                          "speedup_high": float(t.speedup_high[str(w)])}
                          for name, w in widths.items()])
 
 

@@ -251,15 +251,15 @@ ALLOCATION_MARKERS = {"uniform": "o", "sensitivity": "s", "depth": "^"}
 
 
 def pareto_by_epochs(result: Mapping, title: str = ""):
-    """Lesson 05, §5: validation accuracy against MACs from ``results/network_pruning.json``,
-    each Pareto front drawn only through points of the same fine-tuning budget.
+    """Accuracy against MACs from ``results/network_pruning.json``, each Pareto front drawn
+    only through points of the same fine-tuning budget.
 
-    Left: every candidate plan after prune + refit + recal (0 epochs) and the unpruned network,
-    with their front. Right: after fine-tuning: the networks fine-tuned ``other_epochs`` (one
-    per target but the headline), joined by their front; the plans fine-tuned
-    ``headline_epochs`` at the headline target (same MACs, spread sideways so that none hides
-    another; the headline filled); the unpruned network and its fine-tuned control, which
-    share the unpruned MACs, drawn apart and labelled.
+    Left: every candidate plan after prune + refit + recal (0 epochs) on the selection half,
+    where the choices were made, with the unpruned network and their front. Right: after
+    fine-tuning, on the confirmation half, which no choice saw: the chosen network of every
+    other target and every plan tried at the headline target, one colour and one dashed front
+    per number of epochs; the headline network (a star); the unpruned network and its
+    fine-tuned control, which share the unpruned MACs, drawn apart and labelled.
     """
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
     _before_finetuning(ax0, result)
@@ -278,62 +278,71 @@ def _before_finetuning(ax, result: Mapping) -> None:
         ax.scatter(g.macs / 1e6, 100 * g.accuracy, marker=ALLOCATION_MARKERS.get(allocation, "o"),
                    s=36, facecolors="none", edgecolors=STRATEGY_COLORS.get(strategy),
                    label=f"{strategy}, {allocation}")
+    dense = result["dense_selection_accuracy"]
     cost = np.r_[cand.macs.to_numpy(float), result["dense_macs"]] / 1e6
-    acc = 100 * np.r_[cand.accuracy.to_numpy(float), result["dense_accuracy"]]
+    acc = 100 * np.r_[cand.accuracy.to_numpy(float), dense]
     front = pareto_front(cost, acc)
     ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1,
             label="Pareto front (0 epochs)")
-    ax.scatter([result["dense_macs"] / 1e6], [100 * result["dense_accuracy"]], marker="X", s=90,
+    ax.scatter([result["dense_macs"] / 1e6], [100 * dense], marker="X", s=90,
                c="black", zorder=6, label="unpruned")
     ax.set(xlabel="MACs per image (millions)",
-           ylabel=f"accuracy (%), {result['eval_images']:,} validation images",
-           title="Before fine-tuning: prune + refit + recal")
+           ylabel=f"accuracy (%), selection half ({result['selection_images']:,} images)",
+           title="Before fine-tuning: prune + refit + recal (where the plans were chosen)")
 
 
-def _after_finetuning(ax, result: Mapping, gap: float = 1.2, spread: float = 1.5) -> None:
-    """``gap``: how far (M MACs) the unpruned network and its control are drawn apart;
-    ``spread``: the half-width (M MACs) over which the headline target's plans are spread."""
+def finetuned_points(result: Mapping) -> pd.DataFrame:
+    """Every fine-tuned pruned network of a result: ``target, strategy, allocation, macs,
+    epochs, acc_confirmation, headline`` (the chosen network of each target, and every plan
+    tried at the headline target; a network listed twice is kept once)."""
+    rows = [{"target": r["target"], "strategy": r["strategy"], "allocation": r["allocation"],
+             "macs": r["macs"], "epochs": r["finetune_epochs"],
+             "acc_confirmation": r["acc_confirmation"], "headline": r["headline"]}
+            for r in result["records"]]
+    rows += [{"target": result["headline_target"], "strategy": p["strategy"],
+              "allocation": p["allocation"], "macs": p["macs"], "epochs": p["finetune_epochs"],
+              "acc_confirmation": p["acc_confirmation"], "headline": False}
+             for p in result["headline_plans"]]
+    d = pd.DataFrame(rows).sort_values("headline", ascending=False)
+    return d.drop_duplicates(["target", "strategy", "allocation", "epochs"]).reset_index(drop=True)
+
+
+def _after_finetuning(ax, result: Mapping, gap: float = 1.2) -> None:
+    """``gap``: how far (M MACs) the unpruned network and its control are drawn apart."""
     ft, dense_m = result["finetune"], result["dense_macs"] / 1e6
-    head = next(r for r in result["records"] if r["headline"])
-    short = pd.DataFrame([r for r in result["records"] if not r["headline"]])
-    x, y = short.macs.to_numpy(float) / 1e6, 100 * short.acc_finetuned.to_numpy(float)
-    front = pareto_front(x, y)
-    ax.plot(x[front], y[front], color="tab:blue", lw=1, ls="--", zorder=1)
-    ax.scatter(x, y, s=50, color="tab:blue", edgecolors="black", zorder=5,
-               label=f"{ft['other_epochs']} epochs: chosen plan of each other target "
-                     f"(dashed: their Pareto front)")
-    for r in short.itertuples():
-        ax.annotate(f"{r.target:.0%}", (r.macs / 1e6, 100 * r.acc_finetuned),
-                    textcoords="offset points", xytext=(0, -13), ha="center", fontsize=8)
-    trials = sorted(result["headline_plans"], key=lambda p: (p["strategy"], p["allocation"]))
-    for dx, p in zip(np.linspace(-spread, spread, len(trials)), trials, strict=True):
-        color = STRATEGY_COLORS.get(p["strategy"])
-        xy = (head["macs"] / 1e6 + dx, 100 * p["acc_finetuned"])
-        is_head = (p["strategy"], p["allocation"]) == (head["strategy"], head["allocation"])
-        ax.scatter(*xy, marker=ALLOCATION_MARKERS.get(p["allocation"], "o"),
-                   s=90 if is_head else 40, color=color if is_head else "none",
-                   edgecolors=color, linewidths=1.3, zorder=6)
-        if is_head:
-            ax.annotate(f"headline: {p['strategy']} {p['allocation']}", xy,
-                        textcoords="offset points", xytext=(-45, -32), ha="center",
-                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
-    ax.scatter([], [], marker="D", s=40, facecolors="none", edgecolors="gray",
-               label=f"{ft['headline_epochs']} epochs: the {len(trials)} plans at "
-                     f"{head['target']:.0%} (shapes as on the left; same MACs, spread "
-                     f"sideways; filled: headline)")
+    pts = finetuned_points(result)
+    colors = sns.color_palette("deep", n_colors=max(2, pts.epochs.nunique()))
+    for color, (epochs, g) in zip(colors, pts.groupby("epochs"), strict=False):
+        x, y = g.macs.to_numpy(float) / 1e6, 100 * g.acc_confirmation.to_numpy(float)
+        if len(g) > 1:
+            front = pareto_front(x, y)
+            ax.plot(x[front], y[front], color=color, lw=1, ls="--", zorder=1)
+        for r in g.itertuples():
+            ax.scatter(r.macs / 1e6, 100 * r.acc_confirmation, s=150 if r.headline else 40,
+                       marker="*" if r.headline else ALLOCATION_MARKERS.get(r.allocation, "o"),
+                       color=color, edgecolors="black", linewidths=0.6, zorder=6)
+            if r.headline:
+                ax.annotate(f"headline: {r.strategy} {r.allocation}, {epochs} epochs",
+                            (r.macs / 1e6, 100 * r.acc_confirmation), textcoords="offset points",
+                            xytext=(-50, 14), ha="center", fontsize=8,
+                            arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
+        ax.scatter([], [], s=40, color=color, label=f"{epochs} epochs (dashed: their front)")
     for dx, key, marker, text in (
-            (-gap, "dense_accuracy", "X", "unpruned"),
-            (gap, "dense_finetuned_accuracy", "P",
+            (-gap, "dense_confirmation_accuracy", "X", "unpruned"),
+            (gap, "dense_finetuned_confirmation_accuracy", "P",
              f"control: unpruned\n+ {ft['headline_epochs']} epochs")):
         ax.scatter([dense_m + dx], [100 * result[key]], marker=marker, s=100, c="black",
                    zorder=6)
         ax.annotate(text, (dense_m + dx, 100 * result[key]), textcoords="offset points",
                     xytext=(0, 14) if dx < 0 else (0, -30), ha="center", fontsize=8,
                     arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
-    reference = max(result["dense_accuracy"], result["dense_finetuned_accuracy"])
+    reference = max(result["dense_confirmation_accuracy"],
+                    result["dense_finetuned_confirmation_accuracy"])
     ax.axhspan(100 * reference - GOAL_POINTS, 100 * reference, color="green", alpha=0.1,
                label=f"within {GOAL_POINTS} point of the better unpruned network")
+    low = min(100 * pts.acc_confirmation.min(), 100 * reference)
     ax.set(xlabel=f"MACs per image (millions); unpruned and control drawn {gap:g} M apart",
-           title="After fine-tuning (each front: one epoch budget)",
-           ylim=(min(y.min(), 100 * reference) - 1.5, 100 * reference + 1.2),
-           xlim=(min(x.min(), head["macs"] / 1e6) - 3, dense_m + 3))
+           ylabel=f"accuracy (%), confirmation half ({result['confirmation_images']:,} images)",
+           title="After fine-tuning (each front: one epoch budget; shapes as on the left)",
+           ylim=(low - 1.5, 100 * reference + 1.2),
+           xlim=(pts.macs.min() / 1e6 - 3, dense_m + 3))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from helpers import paths
+from helpers.pruning import CLUSTER_STRATEGIES
 
 PROFILES = ("auto", "full", "cpu", "ci")
 WRITES_REPOSITORY = ("full", "cpu")  # the others write to a temporary folder
@@ -69,32 +70,40 @@ class SweepSizes:
 class NetworkSizes:
     """Notebook 05: whole-network pruning, fine-tuning and latency (defaults: the full profile).
 
-    Every target gets one fine-tuned network, chosen among its ``strategies`` x {uniform,
-    sensitivity, depth} plans on the validation images (depth: one whole block removed, the
-    rest uniform; :func:`helpers.plans.depth_plan`): at the headline target every candidate is
-    fine-tuned for ``headline_epochs`` and the best after fine-tuning is kept; at the others
-    the best after prune + refit + recalibration is fine-tuned for ``other_epochs``.
+    The validation images are split once into a selection and a confirmation half
+    (:func:`helpers.data.selection_confirmation`): every choice below is made on the selection
+    half, and the chosen networks are reported on the confirmation half. The clustering rule
+    is the best of ``rules`` on the selection half; with the ``strategies`` (baselines) it
+    makes the strategies of the plans. Every target gets one fine-tuned network, chosen among
+    its strategies x {uniform, sensitivity, depth} plans (depth: one whole block removed, the
+    rest uniform; :func:`helpers.plans.depth_plan`). At the headline target every candidate
+    is fine-tuned for ``screen_epochs`` (None: ``headline_epochs``) and the best on the
+    selection half then for ``headline_epochs``; at the others the best after prune + refit +
+    recalibration is fine-tuned for ``other_epochs``.
     """
 
     targets: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)  # fractions of the MACs removed
-    strategies: tuple[str, ...] = ("l1", "merge", "nearest", "random")
+    strategies: tuple[str, ...] = ("l1", "random")  # the baselines the clustering rule joins
+    rules: tuple[str, ...] = CLUSTER_STRATEGIES  # compared at the headline's uniform plan
     eval_images: int | None = None  # validation images every choice is made on (None: 5,000)
     refit_images: int = 1024  # augmented training images each conv2 refit is computed on
     recal_batches: int = 10  # batches of 256 augmented training images for BN recalibration
-    # Only when notebook 04's sweep (results/block_pruning.json) is missing or from another
-    # checkpoint, notebook 05 measures the sensitivity itself, at these kept fractions and on
-    # this many validation images:
+    # The sensitivity the plans are guided by: one block pruned at a time to these fractions of
+    # its filters, measured on the first sensitivity_images of the selection half (None: all).
+    # (Notebook 04's sweep measured it on all validation images, the confirmation half too.)
     sensitivity_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
-    sensitivity_images: int = 5000
+    sensitivity_images: int | None = None
     finetune_images: int | None = None  # training images for fine-tuning (None: all 45,000)
     # Fine-tuning schedules, (peak lr of the cosine, batch size). Every candidate plan at the
-    # headline target is fine-tuned with the first; the plan best on the validation images is
+    # headline target is fine-tuned with the first; the plan best on the selection half is
     # then fine-tuned with each of the others too, and the best schedule fine-tunes the rest.
     schedules: tuple[tuple[float, int], ...] = ((0.04, 128), (0.1, 128))
     headline_epochs: int = 30  # the headline target, and the unpruned control
-    other_epochs: int = 10  # every other target, and the run without distillation
+    other_epochs: int = 30  # every other target, and the run without distillation
+    screen_epochs: int | None = None  # each headline candidate first (None: headline_epochs)
     timing_steps: int = 5  # training steps per set-up and round when timing fine-tuning costs
-    latency_repeats: int = 7  # interleaved rounds of timed forward passes (median, quartiles)
+    latency_repeats: int = 7  # interleaved rounds of timed forward passes, per call
+    latency_calls: int = 3  # calls of latency_repeats rounds, pooled (median and its interval)
 
     def __post_init__(self):
         if not self.schedules or len(set(self.schedules)) != len(self.schedules):
@@ -130,9 +139,8 @@ SIZES: dict[str, Sizes] = {
         clusters=ClusterSizes(score_points=8, null_draws=5, stability_seeds=5,
                               stability_kept=(0.25, 0.5, 0.75)),
         sweep=SweepSizes(kept=(3 / 4, 1 / 2, 1 / 4, 1 / 8), bf16=True),  # + Distiller's k
-        network=NetworkSizes(strategies=("l1", "merge", "random"), sensitivity_images=1000,
-                             schedules=((0.04, 128),), headline_epochs=30, other_epochs=2,
-                             latency_repeats=15),
+        network=NetworkSizes(schedules=((0.04, 128),), headline_epochs=30, other_epochs=2,
+                             screen_epochs=2, latency_repeats=15),
     ),
     "ci": Sizes(
         train=TrainSizes(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, train_images=3200,
@@ -141,12 +149,13 @@ SIZES: dict[str, Sizes] = {
                               stability_kept=(0.5,)),
         sweep=SweepSizes(eval_images=200, kept=(1 / 4,), recal_batches=1,
                          recal_batch_size=64, refit_images=64, bf16=True, eval_batch_size=200),
-        network=NetworkSizes(targets=(0.3, 0.5), strategies=("l1",), eval_images=500,
+        network=NetworkSizes(targets=(0.3, 0.5), strategies=("l1",), rules=("first", "merge"),
+                             eval_images=500,
                              refit_images=128, recal_batches=1, sensitivity_fractions=(0.5,),
                              sensitivity_images=200,
                              finetune_images=512, schedules=((0.04, 128), (0.1, 64)),
-                             headline_epochs=1,
-                             other_epochs=1, timing_steps=1, latency_repeats=5),
+                             headline_epochs=2, other_epochs=1, screen_epochs=1,
+                             timing_steps=1, latency_repeats=5, latency_calls=2),
     ),
 }
 
