@@ -154,3 +154,26 @@ def test_download_true_fetches_into_an_empty_folder(tmp_path, monkeypatch):
         s = data.load_splits(download=True, val_images=5)
     assert calls == [root, tmp_path / "repo" / "data"]
     assert (len(s.train_labels), len(s.val_labels), len(s.test_labels)) == (15, 5, 10)
+
+
+# ------------------------------------------------------------- selection and confirmation
+
+
+@pytest.mark.parametrize("n", [2, 5, 500, 5000])
+def test_selection_and_confirmation_halves_split_the_validation_images(n):
+    from helpers.data import selection_confirmation
+
+    sel, conf = selection_confirmation(n)
+    assert len(np.intersect1d(sel, conf)) == 0  # no image in both
+    assert sorted(np.r_[sel, conf].tolist()) == list(range(n))  # every image in one
+    assert len(sel) == (n + 1) // 2 and len(conf) == n // 2
+    assert (sel % 2 == 0).all() and (conf % 2 == 1).all()  # the documented rule
+
+
+def test_selection_and_confirmation_are_the_same_whatever_the_caller():
+    from helpers.data import selection_confirmation
+
+    a, b = selection_confirmation(5000), selection_confirmation(5000)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # no seed, no drift
+    with pytest.raises(ValueError, match="at least 2"):
+        selection_confirmation(1)

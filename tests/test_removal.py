@@ -192,10 +192,10 @@ def test_speed_table_ratios(monkeypatch):
     half = tuple(max(1, w // 2) for w in TINY)
     removed = (4, 0, 4, 8, 8, 8, 8, 8, 8)
 
-    def by_macs(nets, *args, **kwargs):  # a latency proportional to each network's MACs
+    def by_macs(nets, batch_size, device, repeats, **kwargs):  # latency proportional to MACs
         macs = [float(count_macs(n)) for n in nets.values()]
-        return pd.DataFrame({"model": list(nets), "median_ms": macs, "q1_ms": macs,
-                             "q3_ms": macs})
+        return pd.DataFrame({"model": list(nets), "threads": 1,
+                             "samples_ms": [[v] * repeats for v in macs]})
 
     with monkeypatch.context() as patch:
         patch.setattr("helpers.study.network.compare_latency", by_macs)
@@ -204,12 +204,24 @@ def test_speed_table_ratios(monkeypatch):
     assert list(table.plan) == ["half", "removed"]
     assert table.speedup.tolist() == pytest.approx(
         [plan_macs(TINY) / plan_macs(half), plan_macs(TINY) / plan_macs(removed)])
-    # the ratios, from known timings: median over median, quartile over the opposite quartile
-    fake = pd.DataFrame({"model": ["unpruned", str(half)], "median_ms": [10.0, 5.0],
-                         "q1_ms": [9.0, 4.0], "q3_ms": [12.0, 6.0]})
-    monkeypatch.setattr("helpers.study.network.compare_latency", lambda *a, **k: fake)
-    row = speed_table(m, {"half": half}).iloc[0]
-    assert (row.speedup, row.speedup_low, row.speedup_high) == (2.0, 1.5, 3.0)
+    # from known timings: the median of the per-round ratios (2, 3, 1.5 -> 2), not the ratio
+    # of the medians (10 / 5), with an interval within the ratios seen; two calls pooled
+    rounds = {"unpruned": [10.0, 12.0, 9.0], str(half): [5.0, 4.0, 6.0]}
+    calls = []
+
+    def fake(nets, batch_size, device, repeats, **kwargs):
+        calls.append(kwargs["seed"])
+        return pd.DataFrame({"model": list(rounds), "threads": 1,
+                             "samples_ms": [v[:repeats] for v in rounds.values()]})
+
+    monkeypatch.setattr("helpers.study.network.compare_latency", fake)
+    rounds[str(half)] = [5.0, 6.0, 3.0]  # ratios 2, 2, 3: median 2, ratio of medians 2
+    row = speed_table(m, {"half": half}, repeats=3, calls=2).iloc[0]
+    assert calls == [0, 1]  # a new visiting order per call
+    assert row.speedup == 2.0 and 2.0 <= row.speedup_high <= 3.0 and row.speedup_low == 2.0
+    rounds[str(half)] = [4.0, 4.0, 6.0]  # ratios 2.5, 3, 1.5: median 2.5, medians' ratio 2.25
+    row = speed_table(m, {"half": half}, repeats=3).iloc[0]
+    assert row.speedup == 2.5 and 1.5 <= row.speedup_low <= 2.5 <= row.speedup_high <= 3.0
 
 
 def test_removal_choice_figure():
@@ -241,12 +253,13 @@ def test_fold_bn_keeps_a_removed_block():
 
 def test_committed_pruned_checkpoint_is_the_one_the_results_describe(lab_root):
     """checkpoints/resnet20_pruned50.pt round-trips through load_model into the headline's
-    widths, MACs and parameters, and scores its recorded validation accuracy (fp32; up to two
-    of the 5,000 images may flip where another CPU sums in another order)."""
+    widths, MACs and parameters, and scores its recorded accuracy on both halves of the
+    validation images (fp32; up to two images of a half may flip where another CPU sums in
+    another order)."""
     import json
 
     from helpers import paths
-    from helpers.data import load_splits
+    from helpers.data import load_splits, selection_confirmation
 
     results = json.loads((paths.RESULTS / "network_pruning.json").read_text())
     record = next(r for r in results["records"] if r["headline"])
@@ -256,7 +269,10 @@ def test_committed_pruned_checkpoint_is_the_one_the_results_describe(lab_root):
     data = load_splits(lab_root, warn=False)
     ok = correct(pruned, data.val_images[:results["eval_images"]],
                  data.val_labels[:results["eval_images"]])
-    assert abs(int(ok.sum()) - round(record["acc_finetuned"] * len(ok))) <= 2
+    sel, conf = selection_confirmation(len(ok))
+    assert (len(sel), len(conf)) == (results["selection_images"], results["confirmation_images"])
+    for half, recorded in ((sel, record["acc_selection"]), (conf, record["acc_confirmation"])):
+        assert abs(int(ok[half].sum()) - round(recorded * len(half))) <= 2
 
 
 def test_a_network_with_a_removed_block_can_be_pruned_again():

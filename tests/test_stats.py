@@ -12,6 +12,7 @@ from helpers.stats import (
     cluster_bootstrap_rate,
     format_accuracy,
     paired_test,
+    ratio_interval,
     tally,
     verdict,
     win_rate,
@@ -127,3 +128,39 @@ def test_cluster_bootstrap_weighs_clusters_by_size_and_is_seeded():
         cluster_bootstrap_rate(wins, wins, ["a", "b", "b", "b"])
     with pytest.raises(ValueError, match="same length"):
         cluster_bootstrap_rate(wins, ties, ["a", "b"])
+
+
+# --------------------------------------------------------------------------- speed-up intervals
+
+
+def test_ratio_interval_pairs_rounds_and_brackets_the_median():
+    # a slow phase hits both models in rounds 3-4: per-round ratios stay 2, a ratio of the
+    # medians of unpaired times would not
+    reference = np.array([10.0, 10.0, 30.0, 30.0, 10.0])
+    other = reference / 2
+    assert ratio_interval(reference, other) == pytest.approx((2.0, 2.0, 2.0))
+    rng = np.random.default_rng(1)
+    ratios = rng.lognormal(np.log(1.5), 0.05, 200)
+    base = rng.uniform(100, 130, 200)
+    median, low, high = ratio_interval(base, base / ratios)
+    assert median == pytest.approx(np.median(ratios))
+    assert low < median < high and high - low < 0.05  # 200 rounds pin the median down
+    few = ratio_interval(base[:10], base[:10] / ratios[:10])
+    assert few[2] - few[1] > high - low  # fewer rounds, a wider interval
+
+
+def test_ratio_interval_checks_its_input():
+    with pytest.raises(ValueError, match="same length"):
+        ratio_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        ratio_interval([1.0, 0.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="level"):
+        ratio_interval([1.0], [1.0], level=1.0)
+
+
+def test_describe_gives_the_difference_without_a_p_value():
+    a = np.array([True] * 60 + [False] * 40)
+    b = np.array([True] * 50 + [False] * 50)
+    r = paired_test(a, b)
+    assert "p =" in str(r) and "p =" not in r.describe()
+    assert r.describe().startswith("+10.00 points") and "descriptive" in r.describe()
