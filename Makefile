@@ -22,7 +22,10 @@ CI_NOTEBOOKS := $(patsubst %,$(CI_DIR)/%,$(NOTEBOOKS) $(STUDY))
 # write only to build/lessons/. `make run ONLY="03 04"` runs some lessons only.
 #
 # `make reproduce` runs study/ the same way: PROFILE=auto picks `full` on a CUDA GPU, else the
-# long `cpu` path; every step resumes from its state files when interrupted; then README.
+# long `cpu` path; then it measures the latency tables of both runtimes (results/latency.json)
+# and fine-tunes the plan they choose (helpers.study.latency_plans: latency_plans in
+# results/network_pruning.json); every step resumes from its state files when interrupted;
+# then README.
 PROFILE ?= auto
 ONLY ?=
 # nbval: --nbval-lax runs every cell (an exception fails the test) but compares outputs only
@@ -32,12 +35,13 @@ NBVAL_FLAGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cac
 # where the time of `make test` goes (budget: under 20 minutes on a fresh clone, install included).
 PYTEST_FLAGS = --durations=10
 
-.PHONY: help venv run reproduce test unit-test nb-test lint bench readme sync clean
+.PHONY: help venv run reproduce latency test unit-test nb-test lint bench readme sync clean
 
 help:
 	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
 	@echo "make run    - the lessons: execute notebooks/[0-9][0-9]_*.ipynb in order (ONLY=\"03 04\")"
-	@echo "make reproduce - the full study, study/*.ipynb (PROFILE=auto: full on GPU, else cpu), then README"
+	@echo "make reproduce - the full study, study/*.ipynb (PROFILE=auto: full on GPU, else cpu), the latency tables and the plan chosen by them, then README"
+	@echo "make latency - only the latency tables of PyTorch and ONNX Runtime (results/latency.json, about 15 min on a 2-core CPU)"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
 	@echo "make lint   - ruff check helpers tests scripts notebooks study"
 	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"
@@ -60,7 +64,12 @@ run: venv sync
 
 reproduce: venv sync
 	$(BIN)/python scripts/run_series.py --study --profile $(PROFILE) $(if $(strip $(ONLY)),--only $(ONLY))
+	$(if $(strip $(ONLY)),,$(BIN)/python -m helpers.study.latency_tables)
+	$(if $(strip $(ONLY)),,$(BIN)/python -m helpers.study.latency_plans --profile $(PROFILE))
 	$(MAKE) sync readme
+
+latency: venv
+	$(BIN)/python -m helpers.study.latency_tables
 
 test: unit-test nb-test
 

@@ -36,6 +36,7 @@ import sync_notebooks  # noqa: E402  (sibling script: repository URL and Colab b
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS  # noqa: E402
+from helpers.study.network_plots import GOAL_POINTS  # noqa: E402  (the one definition)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -243,99 +244,114 @@ def render_block_pruning(r: dict) -> str:
     return "\n".join(out)
 
 
+def speed_cell(rec: dict, key: str) -> str:
+    """'1.52× (1.49–1.55)': a median speed-up with its 95% interval, from ``key``,
+    ``key_low`` and ``key_high``."""
+    x, low, high = rec.get(key), rec.get(f"{key}_low"), rec.get(f"{key}_high")
+    if _missing(x):
+        return DASH
+    if _missing(low) or _missing(high):
+        return ratio(x)
+    return f"{ratio(x)} ({low:.2f}–{high:.2f})"
+
+
+def declared_line(test: dict) -> str:
+    """One declared paired comparison: 'a − b: +0.40 points (95% CI …), McNemar p = …'."""
+    return (f"{test['a']} − {test['b']}: {100 * test['difference']:+.2f} points (95% CI "
+            f"{100 * test['ci_low']:+.2f} to {100 * test['ci_high']:+.2f}), McNemar p = "
+            f"{test['p_value']:.2g}, {test['a_only']} against {test['b_only']} of "
+            f"{count(test['n'])} {test['images']} images right for one only")
+
+
 def render_network_pruning(r: dict) -> str:
     def key(rec: dict):
         t = rec.get("target")
-        acc = rec.get("acc_finetuned")
-        return (
-            (0, t, "") if isinstance(t, (int, float)) else (1, 0, str(t)),
-            -acc if not _missing(acc) else math.inf,
-        )
+        return (0, t, "") if isinstance(t, (int, float)) else (1, 0, str(t))
 
     dense_macs = r.get("dense_macs")
-    refs = [a for a in (r.get("dense_accuracy"), r.get("dense_finetuned_accuracy"))
-            if not _missing(a)]
+    refs = [a for a in (r.get("dense_confirmation_accuracy"),
+                        r.get("dense_finetuned_confirmation_accuracy")) if not _missing(a)]
     reference = max(refs) if refs else None
     rows = []
     for rec in sorted(r.get("records", []), key=key):
-        epochs = rec.get("finetune_epochs")
-        finetuned = pct(rec.get("acc_finetuned"))
-        if not _missing(epochs) and finetuned != DASH:
-            finetuned += f" ({count(epochs)} ep.)"
+        conf = rec.get("acc_confirmation")
         macs = rec.get("macs")
         removed = (pct(1 - macs / dense_macs) if not _missing(macs) and dense_macs else DASH)
-        gap = (f"{100 * (rec['acc_finetuned'] - reference):+.2f}"
-               if reference is not None and not _missing(rec.get("acc_finetuned")) else DASH)
+        gap = (f"{100 * (conf - reference):+.2f}"
+               if reference is not None and not _missing(conf) else DASH)
         name = target(rec.get("target"))
-        rows.append(
-            [
-                f"**{name}** (headline)" if rec.get("headline") else name,
-                removed,
-                f"`{rec.get('strategy', DASH)}`",
-                f"`{rec.get('allocation', DASH)}`",
-                millions(macs, 2),
-                count(rec.get("params")),
-                pct(rec.get("acc_pruned")),
-                finetuned,
-                gap,
-                pct(rec.get("test_acc_finetuned")),
-                num(rec.get("cpu_ms_batch256"), 1),
-                ratio(rec.get("speedup_cpu_batch256")),
-                ratio(rec.get("speedup_cpu_batch1")),
-            ]
-        )
-    header = [
-        "Target",
-        "MACs removed",
-        "Strategy",
-        "Allocation",
-        "MACs (M)",
-        "Params",
-        "Pruned, refit + recal.",
-        "Fine-tuned",
-        "Gap (points)",
-        "Test, fine-tuned",
-        "CPU ms, batch 256",
-        "Speed-up, batch 256",
-        "Speed-up, batch 1",
-    ]
-    align = ["l", "r", "l", "l"] + ["r"] * 9
+        rows.append([
+            f"**{name}** (headline)" if rec.get("headline") else name,
+            removed, f"`{rec.get('strategy', DASH)}`", f"`{rec.get('allocation', DASH)}`",
+            millions(macs, 2), count(rec.get("params")), pct(rec.get("acc_pruned")),
+            count(rec.get("finetune_epochs")), pct(conf), gap, pct(rec.get("test_acc_finetuned")),
+            speed_cell(rec, "speedup_cpu_batch256"), speed_cell(rec, "speedup_cpu_batch1"),
+            speed_cell(rec, "onnxruntime_speedup_batch256"),
+            speed_cell(rec, "onnxruntime_speedup_batch1"),
+        ])
+    header = ["Target", "MACs removed", "Strategy", "Allocation", "MACs (M)", "Params",
+              "Pruned (selection)", "Epochs", "Fine-tuned (confirmation)", "Gap (points)",
+              "Test", "PyTorch, batch 256", "PyTorch, batch 1", "ONNX Runtime, batch 256",
+              "ONNX Runtime, batch 1"]
+    align = ["l", "r", "l", "l"] + ["r"] * 11
     speed = r.get("min_speedup")
+    ft = r.get("finetune", {})
     tried = r.get("headline_plans") or []
-    trials = ("The headline plan was chosen on the validation images after "
-              f"{count(r.get('finetune', {}).get('headline_epochs'))} epochs of fine-tuning, "
-              "among (pruned, refit + recal. → fine-tuned): "
-              + "; ".join(f"`{p.get('strategy')}` `{p.get('allocation')}` "
-                          f"{pct(p.get('acc_pruned'))} → {pct(p.get('acc_finetuned'))}"
-                          for p in tried) + "." if tried else "")
+    trials = ""
+    if tried:
+        trials = (f"The headline plan was chosen on the selection half after "
+                  f"{count(ft.get('screen_epochs'))} epochs of fine-tuning, among (pruned → "
+                  "fine-tuned, selection half): "
+                  + "; ".join(f"`{p.get('strategy')}` `{p.get('allocation')}` "
+                              f"{pct(p.get('acc_pruned'))} → {pct(p.get('acc_selection'))}"
+                              for p in tried) + ".")
+        if ft.get("screen_epochs") != ft.get("headline_epochs"):
+            trials += (f" Only the chosen plan was then fine-tuned for "
+                       f"{count(ft.get('headline_epochs'))} epochs.")
+    if r.get("clustering_rule"):
+        trials += (" " if trials else "") + (
+            f"The clustering rule `{r['clustering_rule']}` was chosen on the selection half "
+            "among " + ", ".join(f"`{k}` {pct(v)}" for k, v in
+                                 (r.get("clustering_rules") or {}).items())
+            + " (the uniform headline plan after refit + recal.).")
     removed = r.get("removed_blocks") or []
     if removed:
         trials += (" " if trials else "") + (
             f"The `depth` plans remove {', '.join(f'`{b}`' for b in removed)} whole (every "
             "filter pruned: the block adds a learned constant to its input) and spread the rest "
             "of the budget uniformly.")
-    return "\n".join(
-        [
-            "### Whole-network pruning (`study/05`)",
-            "",
-            f"Accuracy on {images_of(r.get('eval_images'), r.get('eval_split', 'test'))}: "
-            f"unpruned network {pct(r.get('dense_accuracy'))}, the same fine-tuned with the "
-            f"headline's schedule (the control) {pct(r.get('dense_finetuned_accuracy'))}; "
-            "\"Gap\" is the fine-tuned network against the better of the two. "
-            f"{run_of(r)[0].upper()}{run_of(r)[1:]}"
-            + (f"; final models also on {count(r['test_images'])} test images (unpruned "
-               f"{pct(r.get('dense_test_accuracy'))})" if r.get("test_images") else "")
-            + ". \"Pruned\" is after the in-order conv2 refit and BN recalibration, before "
-            "fine-tuning. CPU latency of the pruned (physically smaller) network in PyTorch, "
-            f"{r.get('cpu_threads', DASH)} threads; speed-up relative to the unpruned one"
-            + (f". The headline network must remove at least {target(r.get('headline_budget'))}"
-               f" of the MACs and be at least {speed:g}× faster at batch 256" if speed else "")
-            + ".",
-            "",
-            table(header, rows, align),
-            *(["", trials] if trials else []),
-        ]
-    )
+    declared = r.get("declared_tests") or []
+    tests = (["", "Comparisons declared before looking (all others in `study/05` are "
+              "descriptive):", "", *[f"* {declared_line(t)}" for t in declared]]
+             if declared else [])
+    sel, conf = r.get("selection_images"), r.get("confirmation_images")
+    return "\n".join([
+        "### Whole-network pruning (`study/05`)",
+        "",
+        f"The {images_of(r.get('eval_images'), r.get('eval_split', 'val'))} are split once "
+        f"into a selection half ({count(sel)}) and a confirmation half ({count(conf)}): every "
+        "choice (clustering rule, removed block, plan, schedule) is made on the selection half, "
+        "and the chosen networks are reported on the confirmation half, which no choice saw. "
+        f"Confirmation half: unpruned network {pct(r.get('dense_confirmation_accuracy'))}, the "
+        "same fine-tuned with the headline's schedule (the control) "
+        f"{pct(r.get('dense_finetuned_confirmation_accuracy'))}; \"Gap\" is the fine-tuned "
+        f"network against the better of the two. {run_of(r)[0].upper()}{run_of(r)[1:]}"
+        + (f"; final models also on {count(r['test_images'])} test images (unpruned "
+           f"{pct(r.get('dense_test_accuracy'))}, control "
+           f"{pct(r.get('dense_finetuned_test_accuracy'))})" if r.get("test_images") else "")
+        + ". \"Pruned\" is after the in-order conv2 refit and BN recalibration, before "
+        "fine-tuning. Speed-ups: BN-folded networks on the CPU, "
+        f"{r.get('cpu_threads', DASH)} threads, in PyTorch and in ONNX Runtime "
+        f"{r.get('onnxruntime_version', '')}, the median of the per-round ratios of "
+        f"{count(r.get('latency_rounds'))} interleaved rounds with its 95% interval"
+        + (f". The headline network must remove at least {target(r.get('headline_budget'))}"
+           f" of the MACs and be at least {speed:g}× faster at batch 256" if speed else "")
+        + ".",
+        "",
+        table(header, rows, align),
+        *(["", trials] if trials else []),
+        *tests,
+    ])
 
 
 NOT_MEASURED = "not yet measured"
@@ -498,11 +514,7 @@ def finding_network(r: dict | None) -> str | None:
         return None
     macs, dense_macs = head.get("macs"), r.get("dense_macs")
     removed = pct(1 - macs / dense_macs) if not _missing(macs) and dense_macs else DASH
-    val = images_of(r.get("eval_images"), r.get("eval_split"))
-    plans = r.get("headline_plans") or []
-    picked = (f" It was picked as the best of {len(plans)} plans on those same validation "
-              "images, so its validation accuracy is optimistic; the test images took no part "
-              "in the choice." if plans else "")
+    conf = f"{count(r.get('confirmation_images'))} confirmation images"
     threads = f", {r['cpu_threads']} threads" if r.get("cpu_threads") else ""
     test = ""
     if r.get("test_images"):
@@ -513,12 +525,88 @@ def finding_network(r: dict | None) -> str | None:
             f"`{head.get('allocation', DASH)}` allocation, {removed} of the MACs removed, "
             f"{count(head.get('params'))} parameters instead of {count(r.get('dense_params'))}; "
             f"{run_of(r)}): after {count(head.get('finetune_epochs'))} epochs of fine-tuning "
-            f"{pct(head.get('acc_finetuned'))} on {val}, against "
-            f"{pct(r.get('dense_accuracy'))} for the unpruned network and "
-            f"{pct(r.get('dense_finetuned_accuracy'))} for the unpruned one fine-tuned the same "
-            f"way (the control){test}. It runs {ratio(head.get('speedup_cpu_batch256'))} faster "
-            f"at batch 256 and {ratio(head.get('speedup_cpu_batch1'))} at batch 1 on the CPU "
-            f"(PyTorch{threads}).{picked}")
+            f"{pct(head.get('acc_confirmation'))} of the {conf}, which took no part in any "
+            f"choice, against {pct(r.get('dense_confirmation_accuracy'))} for the unpruned "
+            f"network and {pct(r.get('dense_finetuned_confirmation_accuracy'))} for the "
+            f"unpruned one fine-tuned the same way (the control){test}. BN-folded on the CPU"
+            f"{threads}, it runs {speed_cell(head, 'speedup_cpu_batch256')} faster at batch "
+            f"256 in PyTorch and {speed_cell(head, 'onnxruntime_speedup_batch256')} in ONNX "
+            f"Runtime (median and 95% interval).{goals(r, head)}")
+
+
+def latency_speeds(rec: dict) -> str:
+    """'1.61× (1.58–1.63) in PyTorch and 1.52× (…) in ONNX Runtime at batch 256; at batch 1
+    …': a latency-plan record's four speed-ups with their intervals."""
+    def both(batch: int) -> str:
+        return (f"{speed_cell(rec, f'speedup_torch_batch{batch}')} in PyTorch and "
+                f"{speed_cell(rec, f'speedup_onnxruntime_batch{batch}')} in ONNX Runtime")
+    return f"{both(256)} at batch 256; {both(1)} at batch 1"
+
+
+def latency_verdict(r: dict, rec: dict) -> str:
+    """The latency network against its goals: the confirmation gap, and in each runtime whether
+    the speed-up interval at batch 256 clears the goal (met), stays below it (missed), or
+    straddles it (not decided)."""
+    refs = [a for a in (r.get("dense_confirmation_accuracy"),
+                        r.get("dense_finetuned_confirmation_accuracy")) if not _missing(a)]
+    said = []
+    if refs and not _missing(rec.get("acc_confirmation")):
+        gap = 100 * (rec["acc_confirmation"] - max(refs))
+        said.append(f"{gap:+.2f} points against the better unpruned network on the "
+                    f"confirmation half, at most {GOAL_POINTS:g} below asked "
+                    f"({'met' if gap >= -GOAL_POINTS else 'missed'})")
+    goal = rec.get("goal_speedup")
+    for runtime, name in (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime")):
+        low = rec.get(f"speedup_{runtime}_batch256_low")
+        high = rec.get(f"speedup_{runtime}_batch256_high")
+        if goal and not (_missing(low) or _missing(high)):
+            verdict = "met" if low >= goal else "missed" if high < goal else "not decided"
+            said.append(f"{name} at batch 256 against {goal:g}× ({verdict})")
+    return f" Against its goals: {'; '.join(said)}." if said else ""
+
+
+def finding_latency(r: dict | None) -> str | None:
+    """The network chosen by measured latency (``latency_plans``), beside the MACs headline."""
+    recs = (r or {}).get("latency_plans") or []
+    if not recs:
+        return None
+    rec = recs[0]
+    removed = rec.get("removed_blocks") or []
+    head = next((x for x in r.get("records", []) if x.get("headline")), {})
+    return (f"**A plan chosen by time, not MACs** (`helpers.study.latency_plans`): widths "
+            f"{tuple(rec.get('widths', ()))}"
+            + (f", {', '.join(f'`{b}`' for b in removed)} removed" if removed else "")
+            + f", {pct(1 - rec['macs'] / r['dense_macs'])} of the MACs removed and "
+            f"{count(rec.get('params'))} parameters: of the plans the latency tables "
+            f"(`results/latency.json`) proposed for {rec.get('goal_speedup')}× in both runtimes, "
+            f"the most accurate by the sensitivity of the selection half whose screening timing "
+            f"reached it in both. After {count(rec.get('finetune_epochs'))} epochs of "
+            f"fine-tuning {pct(rec.get('acc_confirmation'))} of the "
+            f"{count(r.get('confirmation_images'))} confirmation images; "
+            f"{pct(rec.get('test_acc_finetuned'))} of {images_of(r.get('test_images'), 'test')}. "
+            f"Measured BN-folded on the CPU ({rec.get('cpu_threads', DASH)} threads): "
+            f"{latency_speeds(rec)} (new rounds, not the screening's). The "
+            f"{target(head.get('target'))} MACs network of the bullet above, timed in the same "
+            f"rounds: "
+            f"{latency_speeds(rec.get('headline_50') or {})}.{latency_verdict(r, rec)}")
+
+
+def goals(r: dict, head: dict) -> str:
+    """' Against its goals: ...': the headline's gap and speed against what was asked."""
+    refs = [a for a in (r.get("dense_confirmation_accuracy"),
+                        r.get("dense_finetuned_confirmation_accuracy")) if not _missing(a)]
+    said = []
+    if refs and not _missing(head.get("acc_confirmation")):
+        gap = 100 * (head["acc_confirmation"] - max(refs))
+        met = "met" if gap >= -GOAL_POINTS else "missed"
+        said.append(f"{gap:+.2f} points against the better unpruned network, where at most "
+                    f"{GOAL_POINTS:g} below was asked ({met})")
+    low, high = head.get("speedup_cpu_batch256_low"), head.get("speedup_cpu_batch256_high")
+    goal = r.get("min_speedup")
+    if goal and not (_missing(low) or _missing(high)):
+        verdict = "met" if low >= goal else "missed" if high < goal else "not decided"
+        said.append(f"a PyTorch speed-up interval against the {goal:g}× asked ({verdict})")
+    return f" Against its goals: {'; '.join(said)}." if said else ""
 
 
 def render_findings(results_dir: Path = RESULTS_DIR) -> str:
@@ -532,6 +620,7 @@ def render_findings(results_dir: Path = RESULTS_DIR) -> str:
         finding_treatments(r["block_pruning.json"]),
         finding_clustering(r["block_pruning.json"]),
         finding_network(r["network_pruning.json"]),
+        finding_latency(r["network_pruning.json"]),
     ) if b]
     if not bullets:
         return "_Nothing yet: `make reproduce` writes results/*.json._"

@@ -696,13 +696,7 @@ def test_fold_bn_computes_the_same_function_without_bn():
 def test_network_figures_draw():
     import matplotlib.pyplot as plt
 
-    df = pd.DataFrame([
-        {"macs": 20e6, "params": 150e3, "strategy": "l1", "acc_pruned": 0.8,
-         "acc_finetuned": 0.9},
-        {"macs": 25e6, "params": 180e3, "strategy": "merge", "acc_pruned": 0.82,
-         "acc_finetuned": np.nan}])
-    dense_point = {"macs": 41e6, "params": 270e3, "accuracy": 0.91, "finetuned_accuracy": 0.915}
-    figs = [network_plots.pareto(df, dense_point, 5000)]
+    figs = []
     ladder = pd.DataFrame([{"strategy": s, "stage": st, "accuracy": a}
                            for s in ("l1", "merge")
                            for st, a in (("none", 0.2), ("recal", 0.6), ("refit+recal", 0.8))])
@@ -731,11 +725,11 @@ def test_speedups_time_plans_against_the_network(monkeypatch):
     plan = tuple(max(1, w // 2) for w in TINY)
     timed = []
 
-    def fake_latency(nets, batch_size, *args, **kwargs):  # a latency proportional to MACs
+    def fake_latency(nets, batch_size, device, repeats, **kwargs):  # latency ~ MACs
         timed.append((list(nets), batch_size))
         macs = [count_macs(m) / 1e3 for m in nets.values()]
-        return pd.DataFrame({"model": list(nets), "median_ms": macs,
-                             "q1_ms": macs, "q3_ms": macs})
+        return pd.DataFrame({"model": list(nets), "threads": 1,
+                             "samples_ms": [[v] * repeats for v in macs]})
 
     monkeypatch.setattr(network_module, "compare_latency", fake_latency)
     got = speedups(model, {"half": plan, "same": TINY, "twin": plan}, batch_size=2, repeats=1)
@@ -753,20 +747,37 @@ def test_steady_allocator_takes_on_glibc():
     assert steady_allocator() is True
 
 
-def test_pareto_by_epochs_keeps_unpruned_and_control_apart_and_joins_one_budget():
-    """Lesson 05's figure from the committed study: the two unpruned markers do not overlap,
-    and the right panel's dashed front runs through the other-epochs networks only."""
-    import json
+def _pareto_result(head_epochs=30, plan_epochs=2, other_epochs=2):
+    rec = [{"target": t, "headline": t == 0.5, "strategy": "l1", "allocation": "depth",
+            "macs": m, "finetune_epochs": head_epochs if t == 0.5 else other_epochs,
+            "acc_confirmation": a}
+           for t, m, a in ((0.3, 30e6, 0.90), (0.4, 26e6, 0.89), (0.5, 21e6, 0.92),
+                           (0.6, 17e6, 0.85))]
+    plans_ = [{"strategy": s, "allocation": a, "macs": 21.3e6, "finetune_epochs": plan_epochs,
+               "acc_confirmation": acc}
+              for (s, a), acc in ((("l1", "depth"), 0.88), (("l1", "uniform"), 0.87),
+                                  (("first", "depth"), 0.875))]
+    return {"candidates": [{"strategy": "l1", "allocation": "depth", "macs": 21e6,
+                            "accuracy": 0.7}],
+            "dense_macs": 42.9e6, "dense_selection_accuracy": 0.93, "selection_images": 2500,
+            "confirmation_images": 2500, "dense_confirmation_accuracy": 0.925,
+            "dense_finetuned_confirmation_accuracy": 0.93, "headline_target": 0.5,
+            "finetune": {"headline_epochs": head_epochs}, "records": rec,
+            "headline_plans": plans_}
 
+
+def test_pareto_by_epochs_joins_only_equal_budgets_and_keeps_unpruned_and_control_apart():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import paths
     from helpers.study import network_plots
 
-    result = json.loads((paths.RESULTS / "network_pruning.json").read_text())
+    result = _pareto_result()  # the cpu profile's shape: a 2-epoch front and a 30-epoch headline
+    points = network_plots.finetuned_points(result)
+    assert sorted(points.epochs.unique()) == [2, 30]
+    assert (points[points.headline].epochs == 30).all() and points.headline.sum() == 1
     fig = network_plots.pareto_by_epochs(result, "t")
     right = fig.axes[1]
     marks = {t.get_text().split(":")[0]: t.xy for t in right.texts
@@ -774,6 +785,39 @@ def test_pareto_by_epochs_keeps_unpruned_and_control_apart_and_joins_one_budget(
     assert set(marks) == {"unpruned", "control"}
     assert abs(marks["unpruned"][0] - marks["control"][0]) >= 2  # M MACs apart
     dashed = [ln for ln in right.lines if ln.get_linestyle() == "--"]
-    others = {round(r["macs"] / 1e6, 6) for r in result["records"] if not r["headline"]}
-    assert len(dashed) == 1 and {round(v, 6) for v in dashed[0].get_xdata()} <= others
+    two = {round(m / 1e6, 6) for m in points[points.epochs == 2].macs}
+    assert len(dashed) == 1 and {round(v, 6) for v in dashed[0].get_xdata()} <= two
+    assert 21.0 not in {round(v, 6) for v in dashed[0].get_xdata()}  # not the 30-epoch one
+    plt.close(fig)
+    # the full profile: every network fine-tuned 30 epochs, one front through all of them
+    same = network_plots.finetuned_points(_pareto_result(30, 30, 30))
+    assert set(same.epochs) == {30} and len(same) == 6  # l1 depth at 50% listed once
+    plt.close(network_plots.pareto_by_epochs(_pareto_result(30, 30, 30)))
+
+
+def test_speed_by_runtime_draws_each_runtime_and_stars_the_latency_plan():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.study import network_plots
+
+    def speeds(prefix, s):
+        return {f"{prefix}{b}{x}": s + d for b in (256, 1)
+                for x, d in (("", 0.0), ("_low", -0.05), ("_high", 0.05))}
+
+    records = [{"target": t, "headline": t == 0.5, "macs": m,
+                **speeds("speedup_cpu_batch", s), **speeds("onnxruntime_speedup_batch", s - 0.2)}
+               for t, m, s in ((0.3, 30e6, 1.2), (0.5, 20e6, 1.4))]
+    result = {"records": records, "dense_macs": 40e6, "min_speedup": 1.5, "cpu_threads": 2}
+    fig = network_plots.speed_by_runtime(result)
+    assert not [ln for ln in fig.axes[0].lines if ln.get_marker() == "*"]
+    plt.close(fig)
+    plan = {"macs": 16e6, **speeds("speedup_torch_batch", 1.7),
+            **speeds("speedup_onnxruntime_batch", 1.55)}
+    fig = network_plots.speed_by_runtime(result | {"latency_plans": [plan]})
+    stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*"]
+    assert sorted(float(ln.get_ydata()[0]) for ln in stars) == [1.55, 1.7]
+    assert {float(ln.get_xdata()[0]) for ln in stars} == {60.0}  # 60% of the MACs removed
     plt.close(fig)

@@ -631,26 +631,34 @@ BLOCK = {
 
 NETWORK = {
     "eval_images": 1000,
+    "eval_split": "val",
+    "selection_images": 500,
+    "confirmation_images": 500,
     "device": "cuda",
-    "dense_accuracy": 0.93,
-    "dense_finetuned_accuracy": 0.91,
+    "dense_confirmation_accuracy": 0.93,
+    "dense_finetuned_confirmation_accuracy": 0.91,
     "dense_macs": 40_000_000,
     "headline_budget": 0.5,
     "min_speedup": 1.5,
+    "clustering_rule": "first",
+    "clustering_rules": {"first": 0.7, "merge": 0.6},
+    "declared_tests": [{"a": "50% removed", "b": "fine-tuned control", "images": "test",
+                        "difference": -0.004, "ci_low": -0.02, "ci_high": 0.012,
+                        "p_value": 0.61, "a_only": 20, "b_only": 24, "n": 1000}],
     "records": [
         {"target": 0.5, "strategy": "l1", "allocation": "uniform", "widths": [8] * 9,
          "macs": 20_000_000, "params": 140000, "acc_pruned": 0.3,
-         "acc_finetuned": 0.88, "finetune_epochs": 5, "cpu_ms_batch1": 1.234,
-         "cpu_ms_batch256": 50.0, "speedup_cpu_batch256": 1.8},
+         "acc_confirmation": 0.88, "finetune_epochs": 5, "speedup_cpu_batch256": 1.8},
         {"target": 0.5, "strategy": "kmeans", "allocation": "uniform", "widths": [8] * 9,
          "headline": True, "macs": 20_000_000, "params": 140000, "acc_pruned": 0.4,
-         "acc_finetuned": 0.925, "test_acc_finetuned": 0.9, "finetune_epochs": 5,
-         "cpu_ms_batch1": 1.2, "cpu_ms_batch256": 49.0, "speedup_cpu_batch256": 1.85,
-         "speedup_cpu_batch1": 1.25},
+         "acc_confirmation": 0.925, "test_acc_finetuned": 0.9, "finetune_epochs": 5,
+         "speedup_cpu_batch256": 1.85, "speedup_cpu_batch256_low": 1.8,
+         "speedup_cpu_batch256_high": 1.9, "speedup_cpu_batch1": 1.25,
+         "onnxruntime_speedup_batch256": 1.2, "onnxruntime_speedup_batch256_low": 1.15,
+         "onnxruntime_speedup_batch256_high": 1.3},
         {"target": 0.25, "strategy": "random", "allocation": "uniform", "widths": [4] * 9,
          "macs": 10_000_000, "params": 70000, "acc_pruned": 0.1,
-         "acc_finetuned": None, "finetune_epochs": 0, "cpu_ms_batch1": 1.0,
-         "cpu_ms_batch256": 30.0, "speedup_cpu_batch256": 3.0},
+         "acc_confirmation": None, "finetune_epochs": 0, "speedup_cpu_batch256": 3.0},
     ],
 }  # fmt: skip
 
@@ -726,16 +734,20 @@ def test_kept_fraction(record, expected):
 def test_render_network_pruning_table(tmp_path):
     md = make_readme.render_results(_write_results(tmp_path, network_pruning=NETWORK), tmp_path)
     rows = [r for r in md.splitlines() if re.match(r"\| (\*\*)?\d+%", r)]
-    # sorted by target, then best fine-tuned accuracy first
-    assert [r.split("|")[3].strip() for r in rows] == ["`random`", "`kmeans`", "`l1`"]
+    assert [r.split("|")[3].strip() for r in rows] == ["`random`", "`l1`", "`kmeans`"]  # by target
     kmeans = _row(md, "| **50%** (headline)")
     assert kmeans == [
         "**50%** (headline)", "50.00%", "`kmeans`", "`uniform`", "20.00", "140,000", "40.00%",
-        "92.50% (5 ep.)", "-0.50", "90.00%", "49.0", "1.85×", "1.25×",
+        "5", "92.50%", "-0.50", "90.00%", "1.85× (1.80–1.90)", "1.25×", "1.20× (1.15–1.30)",
+        "—",
     ]  # fmt: skip  (the gap: 92.5% against the better of 93% unpruned and 91% fine-tuned)
-    assert _row(md, "| 50% | 50.00% | `l1`")[8] == "-5.00"
-    assert _row(md, "| 25%")[7] == "—"
+    assert _row(md, "| 50% | 50.00% | `l1`")[9] == "-5.00"
+    assert _row(md, "| 25%")[8] == "—"
+    assert "selection half (500)" in md and "confirmation half (500)" in md
     assert "1,000 test images" in md and "93.00%" in md and "1.5× faster" in md
+    assert "`first` 70.00%, `merge` 60.00%" in md  # the rule and what it was chosen on
+    assert ("50% removed − fine-tuned control: -0.40 points (95% CI -2.00 to +1.20), McNemar "
+            "p = 0.61") in md
     assert "`depth`" not in md  # no block removed in these results: nothing said about it
     md = make_readme.render_results(_write_results(
         tmp_path / "depth", network_pruning=NETWORK | {"removed_blocks": ["layer1.1"]}),
@@ -987,8 +999,9 @@ def test_readme_lessons_findings_follow_the_results(tmp_path):
 
     def network(d):
         head = next(r for r in d["records"] if r["headline"])
-        head.update(acc_finetuned=0.8123, test_acc_finetuned=0.7001, speedup_cpu_batch256=2.5)
-        d["headline_plans"] = d["headline_plans"][:2]
+        head.update(acc_confirmation=0.8123, test_acc_finetuned=0.7001,
+                    speedup_cpu_batch256=2.5, onnxruntime_speedup_batch256=1.11)
+        d["confirmation_images"] = 2345
         return d
 
     changed = make_readme.render_findings(_findings_results(
@@ -1003,8 +1016,8 @@ def test_readme_lessons_findings_follow_the_results(tmp_path):
         (ROOT / "results" / "block_pruning.json").read_text()))[("l1", "none")])
     for rule in ("first", "nearest", "centroid", "merge"):
         assert f"`{rule}` {pruned} / 0 / 0" in changed
-    assert "81.23% on 5,000 validation images" in changed and "70.01%" in changed
-    assert "2.50× faster at batch 256" in changed and "best of 2 plans" in changed
+    assert "81.23% of the 2,345 confirmation images" in changed and "70.01%" in changed
+    assert "2.50× (" in changed and "1.11× (" in changed
     # A missing results file drops its bullet; no results at all says so.
     (tmp_path / "changed" / "results" / "network_pruning.json").unlink()
     fewer = make_readme.render_findings(tmp_path / "changed" / "results")
@@ -1013,14 +1026,14 @@ def test_readme_lessons_findings_follow_the_results(tmp_path):
 
 
 def test_readme_lessons_render_readme_rewrites_the_findings(tmp_path):
-    text = ("<!-- findings:start -->\nold\n<!-- findings:end -->\n"
+    text = ("<!-- findings:start -->\nstale finding\n<!-- findings:end -->\n"
             "<!-- notebooks:start -->\n<!-- notebooks:end -->\n"
             "<!-- results:start -->\n<!-- results:end -->\n")
     results = _findings_results(tmp_path, train=lambda d: {**d, "test_accuracy": 0.4321})
     out = make_readme.render_readme(text, results, tmp_path / "img", tmp_path / "none",
                                     URL, study_dir=tmp_path / "none")
     findings = out.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
-    assert "old" not in findings and "43.21% on 1,000 test images" in findings
+    assert "stale finding" not in findings and "43.21% on 1,000 test images" in findings
 
 
 def test_readme_lessons_block_means_leave_out_the_unpruned_points(tmp_path):
@@ -1100,3 +1113,48 @@ def test_lesson_run_times_are_kept_per_kind_of_device(monkeypatch):
         monkeypatch.setattr("torch.cuda.is_available", lambda cuda=cuda: cuda)
         assert run_series.lesson_key() == key
         assert key in sync_notebooks.LESSON_RUNS
+
+
+def test_readme_says_whether_the_headline_met_its_goals():
+    r = {"dense_confirmation_accuracy": 0.93, "dense_finetuned_confirmation_accuracy": 0.925,
+         "min_speedup": 1.5}
+    head = {"acc_confirmation": 0.926, "speedup_cpu_batch256_low": 1.52,
+            "speedup_cpu_batch256_high": 1.6}
+    text = make_readme.goals(r, head)
+    assert "-0.40 points against the better unpruned network" in text and "(met)" in text
+    assert text.count("(met)") == 2  # the gap and the speed interval above 1.5
+    assert "(not decided)" in make_readme.goals(r, head | {"speedup_cpu_batch256_low": 1.45})
+    missed = make_readme.goals(r, {"acc_confirmation": 0.92, "speedup_cpu_batch256_low": 1.4,
+                                   "speedup_cpu_batch256_high": 1.49})
+    assert missed.count("(missed)") == 2
+    assert make_readme.goals({}, {}) == ""
+
+
+def _latency_record(**changes) -> dict:
+    rec = {"goal_speedup": 1.5, "widths": [16, 0, 0, 32, 0, 16, 64, 32, 32],
+           "removed_blocks": ["layer1.1", "layer1.2", "layer2.1"], "macs": 20_000_000,
+           "params": 150_000, "acc_confirmation": 0.9236, "test_acc_finetuned": 0.918,
+           "finetune_epochs": 30, "cpu_threads": 2, "headline_50": {}}
+    for runtime, s in (("torch", 1.7), ("onnxruntime", 1.45)):
+        for b in (256, 1):
+            rec |= {f"speedup_{runtime}_batch{b}": s, f"speedup_{runtime}_batch{b}_low": s - 0.1,
+                    f"speedup_{runtime}_batch{b}_high": s + 0.1}
+    return rec | changes
+
+
+def test_readme_finding_on_the_latency_plan_states_both_runtimes_and_its_verdicts():
+    r = {"dense_macs": 40_000_000, "confirmation_images": 2500, "test_images": 1000,
+         "dense_confirmation_accuracy": 0.93, "dense_finetuned_confirmation_accuracy": 0.925,
+         "records": [{"headline": True, "target": 0.5}], "latency_plans": [_latency_record()]}
+    text = make_readme.finding_latency(r)
+    assert "50.00% of the MACs removed" in text and "`layer1.2`" in text
+    assert "92.36% of the 2,500 confirmation images" in text and "1,000 test images" in text
+    assert "1.70× (1.60–1.80) in PyTorch and 1.45× (1.35–1.55) in ONNX Runtime at batch 256" in text
+    assert "-0.64 points" in text and "(missed)" in text  # 0.64 below the better: missed
+    assert "PyTorch at batch 256 against 1.5× (met)" in text  # 1.60 clears 1.5
+    assert "ONNX Runtime at batch 256 against 1.5× (not decided)" in text  # 1.35-1.55
+    slow = _latency_record(speedup_onnxruntime_batch256_high=1.49, acc_confirmation=0.926)
+    text = make_readme.finding_latency(r | {"latency_plans": [slow]})
+    assert "ONNX Runtime at batch 256 against 1.5× (missed)" in text and "-0.40 points" in text
+    assert make_readme.finding_latency({"records": []}) is None
+    assert make_readme.finding_latency(None) is None

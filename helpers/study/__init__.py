@@ -10,7 +10,11 @@
 - :mod:`helpers.study.sweep_check` the naive reference sweep point, the fast-vs-naive benchmark
 - :mod:`helpers.study.sweep_plots` the block pruning sweep figures (strategy grids, heatmaps)
 - :mod:`helpers.study.network`  whole-network plans, prune_network, recovery, latency
-- :mod:`helpers.study.network_plots` the whole-network figures (Pareto, recovery)
+- :mod:`helpers.study.network_plots` the whole-network figures (Pareto, recovery, runtimes)
+- :mod:`helpers.study.latency_tables` measuring the latency tables of :mod:`helpers.latency`
+  in PyTorch and ONNX Runtime (``python -m helpers.study.latency_tables``)
+- :mod:`helpers.study.latency_plans` the network chosen by those tables under a latency budget,
+  fine-tuned, scored and timed (``python -m helpers.study.latency_plans``)
 - :mod:`helpers.study.finetune` resumable fine-tuning with distillation, and a result cache
 
 These modules import the core (:mod:`helpers`) and each other; no core module imports them

@@ -1,12 +1,7 @@
 """Figures of notebook 05 (whole-network pruning): plans, speed, recovery, fine-tuning, Pareto.
 
-Published anchors (ResNet20 on CIFAR-10, full 10,000-image test set, their own baselines):
-
-- Distiller's model zoo, filter pruning: 90.89% top-1 from a 91.78% network, at 24.7 M MACs
-  (of their 40.8 M). Drawn at its absolute accuracy and MACs.
-- FPGM (He et al., CVPR 2019): about 1.1 points lost at about 42% of FLOPs removed. Their
-  unpruned accuracy differs from ours, so it is drawn RELATIVE to this notebook's reference:
-  at 58% of our unpruned MACs, 1.1 points below our reference accuracy (hollow marker).
+Every figure that joins fine-tuned networks by a line joins only networks fine-tuned for the
+same number of epochs (:func:`pareto_by_epochs`), and says how many.
 """
 
 from __future__ import annotations
@@ -22,8 +17,6 @@ from helpers.plots import STRATEGY_COLORS
 
 STAGE_LABELS = {"none": "pruned", "recal": "+ BN recalibration",
                 "refit+recal": "+ conv2 refit + BN recalibration", "finetuned": "+ fine-tuning"}
-DISTILLER = {"macs": 24.7e6, "accuracy": 0.9089, "dense_macs": 40.8e6, "dense_accuracy": 0.9178}
-FPGM = {"macs_removed": 0.42, "drop": 0.011}
 GOAL_POINTS = 0.5  # the target: at most this many points below the reference
 
 
@@ -36,77 +29,6 @@ def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
             front.append(i)
             best = acc[i]
     return np.array(front, dtype=np.int64)
-
-
-def _anchors(ax, dense_macs: float, reference: float) -> None:
-    """The published points on a MACs (millions) axis, accuracies in %."""
-    d = DISTILLER
-    ax.plot([d["dense_macs"] / 1e6, d["macs"] / 1e6],
-            [100 * d["dense_accuracy"], 100 * d["accuracy"]], color="tab:purple", lw=0.8, ls=":")
-    ax.scatter([d["macs"] / 1e6], [100 * d["accuracy"]], marker="D", s=60, color="tab:purple",
-               zorder=6, label="Distiller filter pruning (its 91.78% network)")
-    x = (1 - FPGM["macs_removed"]) * dense_macs / 1e6
-    y = 100 * (reference - FPGM["drop"])
-    ax.scatter([x], [y], marker="s", s=60, facecolors="none", edgecolors="tab:brown",
-               linewidths=1.5, zorder=6,
-               label=f"FPGM: -{100 * FPGM['drop']:.1f} points at {FPGM['macs_removed']:.0%} "
-                     "removed (relative to our reference)")
-
-
-def pareto(df: pd.DataFrame, dense: Mapping[str, float], eval_images: int,
-           anchors: bool = True):
-    """Validation accuracy against MACs and against parameters, before and after fine-tuning.
-
-    ``df``: one row per pruned network with ``macs, params, acc_pruned`` (after refit and
-    recalibration) and optionally ``acc_finetuned`` (NaN where not fine-tuned), plus
-    ``strategy``. ``dense``: ``macs, params, accuracy`` and optionally ``finetuned_accuracy``
-    (the fine-tuned unpruned control). Hollow markers: before fine-tuning; filled: after, with
-    an arrow from one to the other. The shaded band is the goal: within
-    :data:`GOAL_POINTS` of the reference (the better of the two unpruned networks).
-    """
-    reference = max(dense["accuracy"], dense.get("finetuned_accuracy", -1.0))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
-    tuned = df[df.get("acc_finetuned", pd.Series(np.nan, index=df.index)).notna()]
-    for ax, (col, label, scale) in zip(axes, (("macs", "MACs per image (millions)", 1e6),
-                                              ("params", "parameters (thousands)", 1e3)),
-                                       strict=True):
-        for strategy, g in df.groupby("strategy"):
-            color = STRATEGY_COLORS.get(strategy)
-            ax.scatter(g[col] / scale, 100 * g.acc_pruned, s=40, facecolors="none",
-                       edgecolors=color, label=f"{strategy}, before fine-tuning")
-        for strategy, g in tuned.groupby("strategy"):
-            color = STRATEGY_COLORS.get(strategy)
-            ax.scatter(g[col] / scale, 100 * g.acc_finetuned, s=70, color=color,
-                       edgecolors="black", zorder=5, label=f"{strategy}, fine-tuned")
-            for r in g.itertuples():
-                ax.annotate("", (getattr(r, col) / scale, 100 * r.acc_finetuned),
-                            (getattr(r, col) / scale, 100 * r.acc_pruned),
-                            arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8})
-        ax.scatter([dense[col] / scale], [100 * dense["accuracy"]], marker="X", s=110,
-                   c="black", zorder=6, label="unpruned")
-        if "finetuned_accuracy" in dense:
-            ax.scatter([dense[col] / scale], [100 * dense["finetuned_accuracy"]], marker="P",
-                       s=110, c="dimgray", zorder=6, label="unpruned, fine-tuned (control)")
-        ax.axhspan(100 * reference - GOAL_POINTS, 100 * reference, color="green", alpha=0.08,
-                   label=f"within {GOAL_POINTS} point of the better unpruned")
-        if len(tuned):
-            cost = np.r_[tuned[col].to_numpy(float), dense[col]] / scale
-            acc = 100 * np.r_[tuned.acc_finetuned.to_numpy(float), reference]
-            front = pareto_front(cost, acc)
-            ax.plot(cost[front], acc[front], color="gray", lw=1, ls="--", zorder=1)
-        ax.set_xlabel(label)
-    if anchors:
-        _anchors(axes[0], dense["macs"], reference)
-    low = np.nanmin(100 * df.acc_pruned.to_numpy(float)) if len(df) else 100 * reference
-    axes[0].set_ylim(max(0.0, min(low, 100 * reference - 3) - 1), 100 * reference + 1.5)
-    axes[0].set_ylabel(f"top-1 accuracy (%), {eval_images:,} validation images")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.13))
-    fig.suptitle("Pruned ResNet20s: accuracy against cost (dashed: Pareto front after "
-                 "fine-tuning)", fontsize=11)
-    fig.tight_layout()
-    return fig
 
 
 def recovery(ladder: pd.DataFrame, reference: float, eval_images: int):
@@ -346,3 +268,49 @@ def _after_finetuning(ax, result: Mapping, gap: float = 1.2) -> None:
            title="After fine-tuning (each front: one epoch budget; shapes as on the left)",
            ylim=(low - 1.5, 100 * reference + 1.2),
            xlim=(pts.macs.min() / 1e6 - 3, dense_m + 3))
+
+
+RUNTIME_KEYS = {"PyTorch": "speedup_cpu_batch", "ONNX Runtime": "onnxruntime_speedup_batch"}
+
+
+def speed_by_runtime(result: Mapping, batch_size: int = 256, title: str = ""):
+    """"MACs are not time": measured speed-up against the MACs removed, in both runtimes.
+
+    One point per chosen network of ``results/network_pruning.json`` and runtime (PyTorch
+    eager and ONNX Runtime, BN-folded, CPU), with its 95% interval as an error bar, and a star
+    for each network chosen by latency (``latency_plans``); the dotted curve is what the MACs
+    promise (speed-up = MACs ratio), the dashed line the speed goal.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    recs = sorted(result["records"], key=lambda r: r["target"])
+    removed = np.array([100 * (1 - r["macs"] / result["dense_macs"]) for r in recs])
+    for (name, key), color in zip(RUNTIME_KEYS.items(), sns.color_palette(n_colors=2),
+                                  strict=True):
+        k = f"{key}{batch_size}"
+        y = np.array([r[k] for r in recs])
+        err = [y - [r[f"{k}_low"] for r in recs], [r[f"{k}_high"] for r in recs] - y]
+        ax.errorbar(removed, y, yerr=err, fmt="o-", color=color, capsize=3, label=name)
+        for r, x, v in zip(recs, removed, y, strict=True):
+            if r["headline"]:
+                ax.annotate("headline", (x, v), textcoords="offset points", xytext=(6, -12),
+                            fontsize=8, color=color)
+    latency = {"PyTorch": "speedup_torch_batch", "ONNX Runtime": "speedup_onnxruntime_batch"}
+    for (name, key), color in zip(latency.items(), sns.color_palette(n_colors=2), strict=True):
+        for r in result.get("latency_plans", []):  # chosen by time, not MACs: stars
+            k, x = f"{key}{batch_size}", 100 * (1 - r["macs"] / result["dense_macs"])
+            ax.errorbar([x], [r[k]], yerr=[[r[k] - r[f"{k}_low"]], [r[f"{k}_high"] - r[k]]],
+                        fmt="*", ms=13, color=color, mec="black", capsize=3,
+                        label=f"{name}, plan chosen by latency")
+            removed = np.r_[removed, x]
+    grid = np.linspace(0, removed.max() + 5, 50)
+    ax.plot(grid, 1 / (1 - grid / 100), color="gray", ls=":", label="speed-up = MACs ratio")
+    ax.axhline(result["min_speedup"], color="black", lw=1, ls="--",
+               label=f"goal: {result['min_speedup']:g}x")
+    ax.set(xlabel="MACs removed (%)",
+           ylabel=f"measured speed-up, batch {batch_size}\n(BN-folded, CPU, "
+                  f"{result['cpu_threads']} threads)",
+           ylim=(0.9, max(3.5, ax.get_ylim()[1])))
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "MACs are not time: the same networks in two runtimes", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,159 @@
+"""Plans chosen by time: a latency model from measured networks, and the search under a budget.
+
+MACs are a proxy; what a reader wants is time, and time depends on the runtime. CPU
+convolutions (oneDNN in PyTorch, ONNX Runtime's own kernels) compute output channels in blocks
+of 16 with AVX-512, and ONNX Runtime keeps activations in that blocked layout only between
+layers whose channel counts are multiples of the block: a width of 24 can run slower than 32,
+and a stage of 8-channel blocks converts its layout once, not once per block. So the candidate
+widths of a block (:func:`candidate_widths`) are multiples of :data:`CHANNEL_BLOCK`, plus 8 in
+the two narrow stages, plus 0 where the block can be removed; and time is measured for the
+three blocks of a stage together.
+
+A **latency table** gives, for one runtime and batch size, the measured milliseconds of the
+unpruned network (``dense_ms``) and, for each stage and each combination of its three blocks'
+candidate widths, how much faster or slower the whole network runs when only that stage is
+changed (``stages[stage]["8,0,16"]``, milliseconds, 0 at full width). Whole networks are timed,
+not blocks alone, so that what a runtime does between layers is in every number. It is
+measured by :mod:`helpers.study.latency_tables`. A plan's predicted latency is the unpruned
+time plus the changes of its three stages (:func:`predict_ms`): additive across stages, exact
+within one; checked there against measured whole networks.
+
+:func:`latency_plan` returns the plan of least predicted accuracy loss (the sensitivity
+curves of :class:`helpers.plans.Sensitivity`, with the measured cost of removing a block at
+width 0) whose predicted latency is within a budget in every table given, e.g. at least 1.5x
+faster than the unpruned network in PyTorch and in ONNX Runtime at once. The search is
+exhaustive over the candidate widths, so it is exact for the model; :func:`latency_plans`
+gives the best few, for a choice that times them (a model of time is only a model).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from helpers.models import BLOCK_NAMES, BLOCKS_PER_STAGE, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
+
+CHANNEL_BLOCK = 16  # output channels an AVX-512 CPU convolution computes together
+STAGES = tuple(f"layer{s + 1}" for s in range(len(STAGE_WIDTHS)))
+
+
+def candidate_widths(block: str) -> tuple[int, ...]:
+    """The widths a latency table measures for ``block``: 0 if it can be removed, 8 in the
+    stages of at most 32 channels (where multiples of 16 alone would leave one or two widths),
+    then every multiple of :data:`CHANNEL_BLOCK` up to its full width."""
+    if block not in BLOCK_NAMES:
+        raise ValueError(f"unknown block {block!r}; blocks: {', '.join(BLOCK_NAMES)}")
+    width = DEFAULT_WIDTHS[BLOCK_NAMES.index(block)]
+    half = (8,) if width <= 2 * CHANNEL_BLOCK else ()
+    return ((0,) if block in REMOVABLE else ()) + half + tuple(
+        range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
+
+
+def stage_blocks(stage: str) -> tuple[str, ...]:
+    """The names of the blocks of ``stage`` ("layer2" -> layer2.0, layer2.1, layer2.2)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    return tuple(b for b in BLOCK_NAMES if b.startswith(stage + "."))
+
+
+def stage_key(widths: Sequence[int]) -> str:
+    """A stage's three widths as a table key: (8, 0, 16) -> "8,0,16"."""
+    return ",".join(str(int(k)) for k in widths)
+
+
+def stage_options(stage: str) -> list[tuple[int, ...]]:
+    """Every combination of the candidate widths of the stage's blocks (full width included)."""
+    return list(itertools.product(*(candidate_widths(b) for b in stage_blocks(stage))))
+
+
+def _stages(plan: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    plan = tuple(int(k) for k in plan)
+    if len(plan) != len(BLOCK_NAMES):
+        raise ValueError(f"a plan has {len(BLOCK_NAMES)} widths, got {len(plan)}")
+    return {s: plan[i * BLOCKS_PER_STAGE:(i + 1) * BLOCKS_PER_STAGE]
+            for i, s in enumerate(STAGES)}
+
+
+def predict_ms(table: Mapping, plan: Sequence[int]) -> float:
+    """Predicted milliseconds of a forward pass of the network with conv1 widths ``plan``.
+
+    ``table``: ``{"dense_ms": ms, "stages": {stage: {"k0,k1,k2": ms}}}``: the unpruned
+    network's time, plus for each stage the change of that time when only this stage's three
+    blocks have those widths. The prediction is ``dense_ms`` plus the changes of its stages.
+    """
+    total = float(table["dense_ms"])
+    for stage, widths in _stages(plan).items():
+        key = stage_key(widths)
+        if key not in table["stages"][stage]:
+            raise ValueError(f"the table has no time for {stage} at widths {key} (the candidate "
+                             f"widths: helpers.latency.candidate_widths)")
+        total += float(table["stages"][stage][key])
+    return total
+
+
+def latency_plans(loss: Mapping[str, np.ndarray], tables: Sequence[Mapping],
+                  budgets_ms: Sequence[float], n: int = 1,
+                  tie_break: float = 1e-6) -> list[tuple[int, ...]]:
+    """The ``n`` plans of least predicted accuracy loss within every latency budget, best
+    first (fewer if fewer fit; none if none does).
+
+    Args:
+        loss: per block, the predicted accuracy lost (fraction) at each width 0..full
+            (``Sensitivity.loss``, ideally with the measured removal cost at width 0); the
+            loss of a plan is the sum over its blocks.
+        tables: latency tables (:func:`predict_ms`), e.g. PyTorch and ONNX Runtime at batch
+            256; only the stage widths every table measured are candidates.
+        budgets_ms: one budget per table: the predicted milliseconds a plan may take there.
+        tie_break: a tiny penalty on predicted time, so that of equally accurate plans the
+            faster comes first.
+    """
+    if len(tables) != len(budgets_ms) or not tables:
+        raise ValueError(f"need one budget per table, got {len(tables)} tables and "
+                         f"{len(budgets_ms)} budgets")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    options, stage_loss, stage_ms = [], [], []
+    for stage in STAGES:
+        keys = sorted(set.intersection(*(set(t["stages"][stage]) for t in tables)),
+                      key=lambda k: tuple(map(int, k.split(","))))
+        options.append([tuple(map(int, k.split(","))) for k in keys])
+        blocks = stage_blocks(stage)
+        stage_loss.append(np.array([sum(float(loss[b][k]) for b, k in zip(blocks, w,
+                                                                           strict=True))
+                                    for w in options[-1]]))
+        stage_ms.append(np.array([[float(t["stages"][stage][k]) for k in keys] for t in tables]))
+    index = np.indices(tuple(len(o) for o in options)).reshape(len(STAGES), -1)
+    total_loss = sum(stage_loss[s][index[s]] for s in range(len(STAGES)))
+    times = np.array([float(t["dense_ms"]) for t in tables])[:, None] + sum(
+        stage_ms[s][:, index[s]] for s in range(len(STAGES)))
+    ok = (times <= np.asarray(budgets_ms, float)[:, None]).all(0)
+    score = np.where(ok, total_loss + tie_break * times.sum(0), np.inf)
+    best = np.argsort(score, kind="stable")[:min(n, int(ok.sum()))]
+    return [tuple(k for s in range(len(STAGES)) for k in options[s][index[s, i]])
+            for i in best]
+
+
+def latency_plan(loss: Mapping[str, np.ndarray], tables: Sequence[Mapping],
+                 budgets_ms: Sequence[float], tie_break: float = 1e-6) -> tuple[int, ...] | None:
+    """The plan of least predicted accuracy loss within every latency budget; None if none is
+    (:func:`latency_plans` with ``n = 1``)."""
+    best = latency_plans(loss, tables, budgets_ms, 1, tie_break)
+    return best[0] if best else None
+
+
+def removal_aware_loss(loss: Mapping[str, np.ndarray],
+                       removal_loss: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """``loss`` with the measured accuracy lost by removing a block (fraction) at width 0.
+
+    A sensitivity curve measured at a few kept fractions knows nothing of width 0 (it assumes
+    chance accuracy there); removing a block with an identity shortcut costs far less, and
+    :func:`helpers.study.network.removal_accuracy` measures it.
+    """
+    out = {b: np.asarray(c, float).copy() for b, c in loss.items()}
+    for block, lost in removal_loss.items():
+        if block not in REMOVABLE:
+            raise ValueError(f"{block} cannot be removed")
+        out[block][0] = max(float(lost), 0.0)
+    return out

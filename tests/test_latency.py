@@ -1,0 +1,240 @@
+"""helpers.latency (the latency model and the plan search under a latency budget) and
+helpers.study.latency_tables (measuring the tables)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import paths
+from helpers.latency import (
+    STAGES,
+    candidate_widths,
+    latency_plan,
+    predict_ms,
+    removal_aware_loss,
+    stage_blocks,
+    stage_key,
+    stage_options,
+)
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE
+from helpers.plans import BLOCKS
+
+COST = {b.name: b.macs_per_filter for b in BLOCKS}
+
+
+def linear_table(per_mac: float = 1e-6, removed: float = 0.01, rest: float = 0.6,
+                 options=stage_options, extra=None) -> dict:
+    """A table as if every block cost time in proportion to its MACs and a removed block cost
+    ``removed``; ``rest`` is the time of everything else (stem, head). ``extra(stage, widths)``
+    adds what the additive cost misses (an interaction within a stage)."""
+    def cost(b, k):
+        return removed if k == 0 else k * COST[b] * per_mac
+
+    full = {b: cost(b, w) for b, w in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True)}
+    stages = {s: {stage_key(ws): sum(cost(b, k) - full[b]
+                                     for b, k in zip(stage_blocks(s), ws, strict=True))
+                  + (extra(s, ws) if extra else 0.0) for ws in options(s)} for s in STAGES}
+    return {"dense_ms": rest + sum(full.values()), "stages": stages}
+
+
+def test_candidate_widths_follow_the_channel_blocks_and_0_only_where_removable():
+    assert candidate_widths("layer1.1") == (0, 8, 16)
+    assert candidate_widths("layer2.0") == (8, 16, 32)  # downsamples: cannot be removed
+    assert candidate_widths("layer3.2") == (0, 16, 32, 48, 64)  # no 24, 40 or 56
+    for name, width in zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True):
+        ks = candidate_widths(name)
+        assert ks[-1] == width and (0 in ks) == (name in REMOVABLE)
+        assert all(k % 16 == 0 or k == 8 for k in ks)
+    assert [len(stage_options(s)) for s in STAGES] == [27, 48, 100]
+    with pytest.raises(ValueError, match="unknown block"):
+        candidate_widths("layer4.0")
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_blocks("layer4")
+
+
+def test_predict_ms_adds_the_changes_of_the_plans_stages_to_the_unpruned_time():
+    table = linear_table()
+    assert predict_ms(table, DEFAULT_WIDTHS) == pytest.approx(table["dense_ms"])
+    plan = (8, 0, 8, 16, 16, 16, 32, 32, 32)
+    by_hand = 0.6 + sum(0.01 if k == 0 else k * COST[b] * 1e-6
+                        for b, k in zip(BLOCK_NAMES, plan, strict=True))
+    assert predict_ms(table, plan) == pytest.approx(by_hand)
+    # an interaction within a stage is in its entry, so the prediction keeps it
+    inter = linear_table(extra=lambda s, ws: -0.5 if s == "layer1" and ws.count(8) >= 2 else 0)
+    assert predict_ms(inter, plan) == pytest.approx(by_hand - 0.5)
+    one = (8, 16, 16, *plan[3:])  # one 8-wide block: no interaction
+    assert predict_ms(inter, one) == pytest.approx(predict_ms(table, one))
+    # JSON round trip: the same prediction
+    assert predict_ms(json.loads(json.dumps(table)), plan) == pytest.approx(by_hand)
+    with pytest.raises(ValueError, match="layer2 at widths 24,16,16"):
+        predict_ms(table, (*plan[:3], 24, *plan[4:]))
+    with pytest.raises(ValueError, match="9 widths"):
+        predict_ms(table, plan[:8])
+
+
+def _loss(scale: float = 1.0) -> dict[str, np.ndarray]:
+    """A convex loss per block, larger for the blocks of stage 3 (cheap filters)."""
+    return {name: scale * (1 + i) * (1 - np.arange(w + 1) / w) ** 2
+            for i, (name, w) in enumerate(zip(BLOCK_NAMES, DEFAULT_WIDTHS, strict=True))}
+
+
+def test_latency_plan_is_the_exact_optimum_over_the_candidates():
+    # two widths per block (full and half): 512 plans, few enough to enumerate here
+    def two(stage):
+        return list(itertools.product(*((DEFAULT_WIDTHS[BLOCK_NAMES.index(b)] // 2,
+                                         DEFAULT_WIDTHS[BLOCK_NAMES.index(b)])
+                                        for b in stage_blocks(stage))))
+
+    def halving_layer1_1_saves_nothing(stage, ws):  # in both runtimes
+        return 8 * COST["layer1.1"] * 1e-6 if stage == "layer1" and ws[1] == 8 else 0.0
+
+    torch_like = linear_table(options=two, extra=halving_layer1_1_saves_nothing)
+    onnx_like = linear_table(per_mac=2e-6, options=two,
+                             extra=lambda s, ws: 2 * halving_layer1_1_saves_nothing(s, ws))
+    loss = _loss()
+    dense = [predict_ms(t, DEFAULT_WIDTHS) for t in (torch_like, onnx_like)]
+    budgets = [d / 1.3 for d in dense]
+    got = latency_plan(loss, [torch_like, onnx_like], budgets)
+    best, best_loss = None, np.inf
+    for plan in itertools.product(*({DEFAULT_WIDTHS[i] // 2, DEFAULT_WIDTHS[i]}
+                                    for i in range(len(BLOCK_NAMES)))):
+        fits = all(predict_ms(t, plan) <= b for t, b in zip((torch_like, onnx_like), budgets,
+                                                            strict=True))
+        total = sum(loss[n][k] for n, k in zip(BLOCK_NAMES, plan, strict=True))
+        if fits and total < best_loss - 1e-12:
+            best, best_loss = plan, total
+    assert got == best
+    assert got[1] == 16  # halving layer1.1 would cost accuracy for no time: kept whole
+    assert got != DEFAULT_WIDTHS  # the budget binds: something was pruned
+
+
+def test_latency_plan_respects_every_budget_or_says_none():
+    tables = [linear_table(), linear_table(per_mac=3e-6, removed=0.05)]
+    dense = [predict_ms(t, DEFAULT_WIDTHS) for t in tables]
+    assert latency_plan(_loss(), tables, dense) == DEFAULT_WIDTHS  # no budget: lose nothing
+    budgets = [dense[0] / 1.5, dense[1] / 1.5]
+    plan = latency_plan(_loss(), tables, budgets)
+    assert all(predict_ms(t, plan) <= b for t, b in zip(tables, budgets, strict=True))
+    assert latency_plan(_loss(), tables, [0.01, 0.01]) is None  # faster than the stem: none
+    with pytest.raises(ValueError, match="one budget per table"):
+        latency_plan(_loss(), tables, [1.0])
+
+
+def test_removal_aware_loss_uses_the_measured_removal_cost():
+    loss = _loss()
+    cheap = removal_aware_loss(loss, {"layer1.1": 0.02})
+    assert cheap["layer1.1"][0] == 0.02 and loss["layer1.1"][0] == 2.0  # the input is kept
+    assert np.array_equal(cheap["layer1.1"][1:], loss["layer1.1"][1:])
+    tables = [linear_table(removed=0.0)]
+    budget = [predict_ms(tables[0], DEFAULT_WIDTHS) / 1.3]
+    assert latency_plan(cheap, tables, budget)[1] == 0  # removal is now the cheap way
+    assert latency_plan(loss, tables, budget)[1] != 0
+    with pytest.raises(ValueError, match="cannot be removed"):
+        removal_aware_loss(loss, {"layer2.0": 0.01})
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def test_variants_change_one_stage_at_a_time():
+    from helpers.study.latency_tables import variants
+
+    got = variants()
+    assert got.pop("unpruned") == DEFAULT_WIDTHS
+    assert len(got) == 27 + 48 + 100 - 3  # every stage option but the full widths
+    for name, widths in got.items():
+        stage, key = name.split(":")
+        blocks = [BLOCK_NAMES.index(b) for b in stage_blocks(stage)]
+        assert stage_key(widths[i] for i in blocks) == key
+        assert all(widths[i] == w for i, w in enumerate(DEFAULT_WIDTHS) if i not in blocks)
+        assert widths != DEFAULT_WIDTHS
+
+
+def test_measure_takes_the_median_per_round_change(monkeypatch):
+    """A slow round slows every network alike: the per-round difference ignores it, where a
+    difference of medians over unpaired rounds would not."""
+    from helpers.study import latency_tables
+
+    monkeypatch.setattr(latency_tables, "network", lambda widths, *a, **k: widths)
+    slow = [1.0, 1.0, 3.0]  # the third round runs at a third of the speed
+
+    def fake(nets, batch_size, device, repeats, threads, seed):
+        rows = []
+        for name, w in nets.items():  # removing layer1.1 saves 2 ms; 16-wide layer3.0 1 ms
+            ms = 10.0 - (2.0 if w[1] == 0 else 0.0) - (1.0 if w[6] == 16 else 0.0)
+            rows.append({"model": name, "samples_ms": [ms * f for f in slow[:repeats]]})
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(latency_tables, "compare_latency", fake)
+    table = latency_tables.measure("pytorch", 256, repeats=3, calls=2)
+    assert table["dense_ms"] == 10.0 and table["rounds"] == 6
+    assert table["stages"]["layer1"]["16,0,16"] == -2.0  # the median of -2, -2, -6 (twice)
+    assert table["stages"]["layer1"]["8,0,8"] == -2.0
+    assert table["stages"]["layer3"]["16,64,64"] == -1.0
+    assert table["stages"]["layer3"]["64,64,64"] == 0.0 and table["stages"]["layer2"]["8,0,0"] == 0
+    assert predict_ms(table, (16, 0, 16, 32, 32, 32, 16, 64, 64)) == 7.0
+
+
+def test_measured_networks_run_in_both_runtimes():
+    import torch
+
+    from helpers.onnx_runtime import OnnxModel
+    from helpers.study.latency_tables import network
+
+    plan = (8, 0, 8, 24, 16, 16, 32, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    torch_net, onnx_net = network(plan, "pytorch", 1), network(plan, "onnxruntime", 1)
+    assert isinstance(onnx_net, OnnxModel) and torch_net.widths == plan
+    assert torch_net(x).shape == onnx_net(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        network(plan, "tensorrt", 1)
+
+
+def test_check_compares_prediction_and_measurement(monkeypatch):
+    from helpers.study import latency_tables
+
+    table = linear_table()
+    plans = {"unpruned": DEFAULT_WIDTHS, "depth": (8, 0, 8, 16, 16, 16, 32, 32, 32)}
+
+    def fake(nets, batch_size, repeats, calls, threads, reference):  # 10% below the promise
+        dense = predict_ms(table, plans[reference])
+        return pd.DataFrame({"model": list(nets),
+                             "median_ms": [2 * predict_ms(table, plans[n]) for n in nets],
+                             "speedup": [dense / predict_ms(table, plans[n])
+                                         / (1.0 if n == reference else 1.1) for n in nets]})
+
+    monkeypatch.setattr(latency_tables, "latency_table", fake)
+    rows = latency_tables.check({"pytorch": {256: table}}, plans)
+    assert [r["plan"] for r in rows] == ["unpruned", "depth"]
+    assert rows[0]["error"] == pytest.approx(0) and rows[1]["error"] == pytest.approx(0.1)
+    assert rows[1]["predicted_speedup"] == pytest.approx(
+        predict_ms(table, DEFAULT_WIDTHS) / predict_ms(table, plans["depth"]))
+    # the machine ran twice as slow during the check: milliseconds differ, speed-ups do not
+    assert rows[1]["measured_ms"] == pytest.approx(2 * rows[1]["predicted_ms"])
+
+
+def test_committed_latency_tables_predict_the_measured_networks():
+    """results/latency.json: every checked plan's predicted time is within the tolerance the
+    module states of its measured time (both measured on the same machine, in one run)."""
+    from helpers.study.latency_tables import TOLERANCE
+
+    path = paths.RESULTS / "latency.json"
+    if not path.exists():
+        pytest.skip("results/latency.json not yet written (make reproduce)")
+    result = json.loads(path.read_text())
+    assert {"cpu", "threads", "torch_version", "onnxruntime_version"} <= set(result)
+    assert set(result["tables"]) == {"pytorch", "onnxruntime"}
+    assert len({r["plan"] for r in result["checks"]}) >= 3
+    for r in result["checks"]:
+        assert abs(r["error"]) <= TOLERANCE[r["batch_size"]], r
+    # the tables cover every stage option, in both runtimes and batch sizes
+    for by_batch in result["tables"].values():
+        assert set(by_batch) == {"256", "1"}
+        for table in by_batch.values():
+            for stage in STAGES:
+                assert set(table["stages"][stage]) == {stage_key(w) for w in stage_options(stage)}
