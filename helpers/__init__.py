@@ -12,7 +12,7 @@ The core a learner reads, one concept per module:
 - :mod:`helpers.refit`   least-squares reconstruction of a pruned block's conv2 (ThiNet-style)
 - :mod:`helpers.stats`   Wilson intervals, exact McNemar paired tests, win rates
 - :mod:`helpers.plans`   pruning plans (uniform, sensitivity-guided) and their exact MACs
-- :mod:`helpers.latency` plans by time: a latency model from measured networks, search under a budget
+- :mod:`helpers.latency` plans by time: a latency model of measured networks, search by budget
 - :mod:`helpers.onnx_runtime` the network exported to ONNX and run (and timed) in ONNX Runtime
 - :mod:`helpers.plots`   figures shared by the notebooks (style, data, training, layer MACs)
 - :mod:`helpers.bench`   benchmarks of the trainer and of the sweep (``python -m helpers.bench``)

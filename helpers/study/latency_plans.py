@@ -66,10 +66,12 @@ def budgets(latency: Mapping, speedup: float = GOAL, batch: str = BATCH) -> dict
 
 
 def candidates(loss: Mapping[str, np.ndarray], latency: Mapping, speedup: float = GOAL,
-               n: int = CANDIDATES, batch: str = BATCH) -> list[tuple[int, ...]]:
-    """The ``n`` plans of least predicted loss within :func:`budgets` in every runtime, best
-    first (:func:`helpers.latency.latency_plans`)."""
-    limit = budgets(latency, speedup, batch)
+               n: int = CANDIDATES, batch: str = BATCH,
+               limit: Mapping[str, float] | None = None) -> list[tuple[int, ...]]:
+    """The ``n`` plans of least predicted loss within :func:`budgets` (or the given ``limit``,
+    milliseconds per runtime) in every runtime, best first
+    (:func:`helpers.latency.latency_plans`)."""
+    limit = limit or budgets(latency, speedup, batch)
     return latency_plans(loss, [latency["tables"][r][batch] for r in limit],
                          list(limit.values()), n)
 
@@ -122,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      "to the repository)")
     p.add_argument("--speedup", type=float, default=GOAL)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-budgets", action="store_true",
+                   help="use the budgets recorded with the committed latency plan instead of "
+                        "those of the tables' current checks (re-checking the tables then keeps "
+                        "the plan chosen, and everything but the final timing is read from "
+                        "the caches)")
     p.add_argument("--no-timing", action="store_true",
                    help="stop after fine-tuning and scoring (time later, on an idle machine: "
                         "the next run loads everything else from its caches)")
@@ -158,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         .to_dict("records")))
     loss = removal_aware_loss(sens.loss, {r.block: sens.dense_accuracy - r.accuracy
                                           for r in removal.itertuples()})
-    proposed = candidates(loss, latency, a.speedup)
+    kept = (result.get("latency_plans") or [{}])[0].get("budget_ms") if a.keep_budgets else None
+    limit = kept or budgets(latency, a.speedup)
+    proposed = candidates(loss, latency, a.speedup, limit=limit)
     if not proposed:
         print(f"no plan of conv1 widths and removed blocks is predicted near {a.speedup:g}x "
               f"faster in both runtimes")
@@ -220,9 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "goal_speedup": a.speedup, "batch_size": int(BATCH), "strategy": rule,
         "widths": list(plan),
         "removed_blocks": [b for b, k in zip(BLOCK_NAMES, plan, strict=True) if k == 0],
+        "screening": [{"widths": list(p), "predicted_loss": float(lost[p]),
+                       **{f"speedup_{r}_batch{BATCH}": float(shown.loc[str(p), r])
+                          for r in RUNTIMES}, "chosen": p == plan} for p in proposed],
+        "screening_rounds": S.latency_repeats,
+        "reached_goal_in_screening": bool(shown.loc[str(plan)].min() >= a.speedup),
         "macs": count_macs(run.model), "params": count_params(run.model),
         "predicted_speedup": {f"{r}_batch{BATCH}": v for r, v in predicted.items()},
-        "budget_ms": budgets(latency, a.speedup), "acc_pruned": float(scored["correct"][sel]
+        "budget_ms": dict(limit), "acc_pruned": float(scored["correct"][sel]
                                                                       .float().mean()),
         "acc_selection": float(ok[sel].mean()), "acc_confirmation": float(ok[conf].mean()),
         "gap_points": 100 * (float(ok[conf].mean()) - reference),
