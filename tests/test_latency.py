@@ -167,10 +167,11 @@ def test_measure_takes_the_median_per_round_change(monkeypatch):
         rows = []
         for name, w in nets.items():  # removing layer1.1 saves 2 ms; 16-wide layer3.0 1 ms
             ms = 10.0 - (2.0 if w[1] == 0 else 0.0) - (1.0 if w[6] == 16 else 0.0)
-            rows.append({"model": name, "samples_ms": [ms * f for f in slow[:repeats]]})
+            rows.append({"model": name, "threads": threads,
+                         "samples_ms": [ms * f for f in slow[:repeats]]})
         return pd.DataFrame(rows)
 
-    monkeypatch.setattr(latency_tables, "compare_latency", fake)
+    monkeypatch.setattr("helpers.study.network.compare_latency", fake)
     table = latency_tables.measure("pytorch", 256, repeats=3, calls=2)
     assert table["dense_ms"] == 10.0 and table["rounds"] == 6
     assert table["stages"]["layer1"]["16,0,16"] == -2.0  # the median of -2, -2, -6 (twice)

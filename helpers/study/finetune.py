@@ -87,8 +87,8 @@ def measuring_functions() -> tuple:
     from helpers.study import network
 
     return (metrics._pass_seconds, metrics.compare_latency, stats.ratio_interval,
-            network.fold_bn, network.latency_table, network.speed_table, network.speedups,
-            compare_step_seconds)
+            network.fold_bn, network.pooled_samples, network.latency_table,
+            network.speed_table, network.speedups, compare_step_seconds)
 
 
 def training_functions() -> tuple:

@@ -36,9 +36,9 @@ from helpers.device import default_device, device_name
 from helpers.latency import latency_plans, predict_ms, removal_aware_loss
 from helpers.metrics import count_macs, count_params
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
-from helpers.onnx_runtime import to_onnxruntime
 from helpers.plans import Sensitivity
 from helpers.study import finetune, network
+from helpers.study.latency_tables import in_runtime
 from helpers.study.profile import outputs, resolve_profile, sizes
 from helpers.train import finetune_config
 
@@ -94,8 +94,7 @@ def timings(nets: Mapping[str, torch.nn.Module], repeats: int, calls: int, threa
     """Each network BN-folded, timed in both runtimes at each of ``batches`` against the first
     (``network.latency_table``): one row per runtime, batch size and network."""
     folded = {n: network.fold_bn(m).cpu() for n, m in nets.items()}
-    runtimes = {"pytorch": folded,
-                "onnxruntime": {n: to_onnxruntime(m, threads) for n, m in folded.items()}}
+    runtimes = {r: {n: in_runtime(m, r, threads) for n, m in folded.items()} for r in RUNTIMES}
     first = next(iter(nets))
     return pd.concat([network.latency_table(m, b, repeats, calls, threads, reference=first)
                       .assign(runtime=r) for r, m in runtimes.items() for b in batches],
@@ -236,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reached_goal_in_screening": bool(shown.loc[str(plan)].min() >= a.speedup),
         "macs": count_macs(run.model), "params": count_params(run.model),
         "predicted_speedup": {f"{r}_batch{BATCH}": v for r, v in predicted.items()},
-        "budget_ms": dict(limit), "acc_pruned": float(scored["correct"][sel]
-                                                                      .float().mean()),
+        "budget_ms": dict(limit),
+        "acc_pruned": float(scored["correct"][sel].float().mean()),
         "acc_selection": float(ok[sel].mean()), "acc_confirmation": float(ok[conf].mean()),
         "gap_points": 100 * (float(ok[conf].mean()) - reference),
         "test_acc_finetuned": float(test_ok.mean()),

@@ -3,10 +3,11 @@
 A table of one runtime (PyTorch eager or ONNX Runtime, on the CPU) at one batch size times
 whole BN-folded ResNet20s: the unpruned one, and for every stage and every combination of its
 blocks' candidate widths (:func:`helpers.latency.stage_options`) the unpruned network with
-only that stage changed. All networks of a table are timed interleaved, round after round
-(:func:`helpers.metrics.compare_latency`, over several calls with new visiting orders); a
-stage's entry is the median over rounds of its network's time minus the unpruned network's in
-the same round, so that a slow phase of the machine cancels.
+only that stage changed. The networks are timed in small groups, each interleaved round after
+round with the unpruned network (:func:`helpers.study.network.pooled_samples`, over several
+calls with new visiting orders); a stage's entry is the median over rounds of its network's
+time minus the unpruned network's in the same round, so that a slow phase of the machine
+cancels.
 
 Why whole networks, and whole stages: timed alone, a block pays what the whole network pays
 once. A first table of blocks timed one by one (each its own graph) predicted ONNX Runtime's
@@ -30,10 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.latency import STAGES, predict_ms, stage_blocks, stage_key, stage_options
-from helpers.metrics import compare_latency
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, resnet20
 from helpers.onnx_runtime import to_onnxruntime
-from helpers.study.network import fold_bn, latency_table
+from helpers.study.network import fold_bn, latency_table, pooled_samples
 
 RUNTIMES = ("pytorch", "onnxruntime")
 # The relative error of a predicted speed-up allowed for a whole network, by batch size (see
@@ -61,7 +61,8 @@ def variants() -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _in_runtime(module: nn.Module, runtime: str, threads: int) -> nn.Module:
+def in_runtime(module: nn.Module, runtime: str, threads: int) -> nn.Module:
+    """``module`` as it is (PyTorch eager) or exported to an ONNX Runtime session."""
     if runtime == "pytorch":
         return module
     if runtime == "onnxruntime":
@@ -73,7 +74,7 @@ def network(widths: Sequence[int], runtime: str, threads: int,
             shortcut: str = "conv3x3") -> nn.Module:
     """A BN-folded ResNet20 of ``widths`` (random weights: time does not depend on them), in
     ``runtime``."""
-    return _in_runtime(fold_bn(resnet20(shortcut, widths).eval()), runtime, threads)
+    return in_runtime(fold_bn(resnet20(shortcut, widths).eval()), runtime, threads)
 
 
 def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, threads: int = 2,
@@ -95,12 +96,7 @@ def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, thr
                       leave=False):
         nets = {"unpruned": network(DEFAULT_WIDTHS, runtime, threads, shortcut)}
         nets |= {n: network(w, runtime, threads, shortcut) for n, w in todo[start:start + group]}
-        samples: dict[str, list[float]] = {name: [] for name in nets}
-        for call in range(calls):
-            table = compare_latency(nets, batch_size, "cpu", repeats, threads=threads,
-                                    seed=call)
-            for row in table.itertuples():
-                samples[row.model] += row.samples_ms
+        samples, _ = pooled_samples(nets, batch_size, repeats, calls, threads)
         dense = np.asarray(samples.pop("unpruned"))
         dense_all += list(dense)
         for name, ms in samples.items():

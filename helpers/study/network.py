@@ -424,20 +424,13 @@ def fold_bn(model: ResNet) -> ResNet:
     return folded
 
 
-def latency_table(models: Mapping[str, nn.Module], batch_size: int = 256, repeats: int = 7,
-                  calls: int = 1, threads: int | None = None,
-                  reference: str = "unpruned") -> pd.DataFrame:
-    """Latency of each model and its speed-up over ``reference``, pooled over ``calls`` calls.
-
-    Each call times all ``models`` interleaved for ``repeats`` rounds
-    (:func:`helpers.metrics.compare_latency`, a new visiting order per call); the rounds of all
-    calls are pooled, and the speed-up is the median of the per-round ratios with a bootstrap
-    interval (:func:`helpers.stats.ratio_interval`). Models may be PyTorch modules or ONNX
-    Runtime sessions (:class:`helpers.onnx_runtime.OnnxModel`). One row per model: ``model,
-    batch_size, threads, rounds, median_ms, speedup, speedup_low, speedup_high``.
-    """
-    if reference not in models:
-        raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
+def pooled_samples(models: Mapping[str, nn.Module], batch_size: int, repeats: int = 7,
+                   calls: int = 1, threads: int | None = None) -> tuple[dict[str, list[float]],
+                                                                     int]:
+    """Milliseconds per forward pass of each model, ``calls`` calls of ``repeats`` interleaved
+    rounds each (:func:`helpers.metrics.compare_latency` on the CPU, a new visiting order per
+    call), pooled in round order: sample ``i`` of every model comes from the same round. Returns
+    the samples by model and the number of threads used."""
     if calls < 1:
         raise ValueError(f"calls must be at least 1, got {calls}")
     samples: dict[str, list[float]] = {name: [] for name in models}
@@ -446,6 +439,24 @@ def latency_table(models: Mapping[str, nn.Module], batch_size: int = 256, repeat
         for row in table.itertuples():
             samples[row.model] += row.samples_ms
             used = row.threads
+    return samples, used
+
+
+def latency_table(models: Mapping[str, nn.Module], batch_size: int = 256, repeats: int = 7,
+                  calls: int = 1, threads: int | None = None,
+                  reference: str = "unpruned") -> pd.DataFrame:
+    """Latency of each model and its speed-up over ``reference``, pooled over ``calls`` calls.
+
+    Each call times all ``models`` interleaved for ``repeats`` rounds; the rounds of all calls
+    are pooled (:func:`pooled_samples`), and the speed-up is the median of the per-round ratios
+    with a bootstrap interval (:func:`helpers.stats.ratio_interval`). Models may be PyTorch
+    modules or ONNX Runtime sessions (:class:`helpers.onnx_runtime.OnnxModel`). One row per
+    model: ``model, batch_size, threads, rounds, median_ms, speedup, speedup_low,
+    speedup_high``.
+    """
+    if reference not in models:
+        raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
+    samples, used = pooled_samples(models, batch_size, repeats, calls, threads)
     rows = []
     for name, t in samples.items():
         speedup, low, high = ratio_interval(samples[reference], t)
