@@ -41,7 +41,7 @@ help:
 	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
 	@echo "make run    - the lessons: execute notebooks/[0-9][0-9]_*.ipynb in order (ONLY=\"03 04\")"
 	@echo "make reproduce - the full study, study/*.ipynb (PROFILE=auto: full on GPU, else cpu), the latency tables and the plan chosen by them, then README"
-	@echo "make latency - only the latency tables of PyTorch and ONNX Runtime (results/latency.json, about 15 min on a 2-core CPU)"
+	@echo "make latency - only the latency tables of PyTorch and ONNX Runtime (results/latency.json, about 17 min on a 2-core CPU)"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
 	@echo "make lint   - ruff check helpers tests scripts notebooks study"
 	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"

@@ -5,11 +5,12 @@ The core a learner reads, one concept per module:
 - :mod:`helpers.paths`   where the repository keeps checkpoints, results and figures
 - :mod:`helpers.data`    CIFAR-10 loading, normalization and on-device augmentation
 - :mod:`helpers.device`  the default device (CUDA when available) and the name results record
-- :mod:`helpers.models`  ResNet20 (any per-block widths), checkpoint save/load
+- :mod:`helpers.models`  ResNet20 (any per-block and per-stage widths), checkpoint save/load
 - :mod:`helpers.train`   the fast trainer (also used for fine-tuning)
 - :mod:`helpers.metrics` parameters, MACs, accuracy with its image count, latency
 - :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
 - :mod:`helpers.refit`   least-squares reconstruction of a pruned block's conv2 (ThiNet-style)
+- :mod:`helpers.channels` residual (stage) channels pruned through every writer and reader
 - :mod:`helpers.stats`   Wilson intervals, exact McNemar paired tests, win rates
 - :mod:`helpers.plans`   pruning plans (uniform, sensitivity-guided) and their exact MACs
 - :mod:`helpers.latency` plans by time: a latency model of measured networks, search by budget

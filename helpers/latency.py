@@ -51,6 +51,20 @@ def candidate_widths(block: str) -> tuple[int, ...]:
         range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
 
 
+def candidate_stage_widths(stage: str) -> tuple[int, ...]:
+    """The residual widths a latency table measures for ``stage`` (:mod:`helpers.channels`):
+    8 in the stages of at most 32 channels, then every multiple of :data:`CHANNEL_BLOCK` up to
+    the full width."""
+    width = STAGE_WIDTHS[STAGES.index(stage_blocks(stage)[0].split(".")[0])]
+    return ((8,) if width <= 2 * CHANNEL_BLOCK else ()) + tuple(
+        range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
+
+
+def residual_options() -> list[tuple[int, ...]]:
+    """Every combination of the three stages' candidate residual widths (full included)."""
+    return list(itertools.product(*(candidate_stage_widths(s) for s in STAGES)))
+
+
 def stage_blocks(stage: str) -> tuple[str, ...]:
     """The names of the blocks of ``stage`` ("layer2" -> layer2.0, layer2.1, layer2.2)."""
     if stage not in STAGES:
@@ -76,20 +90,34 @@ def _stages(plan: Sequence[int]) -> dict[str, tuple[int, ...]]:
             for i, s in enumerate(STAGES)}
 
 
-def predict_ms(table: Mapping, plan: Sequence[int]) -> float:
-    """Predicted milliseconds of a forward pass of the network with conv1 widths ``plan``.
+def predict_ms(table: Mapping, plan: Sequence[int],
+               stage_widths: Sequence[int] | None = None) -> float:
+    """Predicted milliseconds of a forward pass of the network with conv1 widths ``plan`` (and
+    residual ``stage_widths``, default the full ones).
 
     ``table``: ``{"dense_ms": ms, "stages": {stage: {"k0,k1,k2": ms}}}``: the unpruned
     network's time, plus for each stage the change of that time when only this stage's three
     blocks have those widths. The prediction is ``dense_ms`` plus the changes of its stages.
+    With narrower stages the table also needs ``"residual": {"r1,r2,r3": ms}``, the change when
+    only the stages are narrowed; a stage's change of conv1 widths is then scaled by the
+    fraction of its residual channels kept (a block's convolutions read or write them): a first
+    approximation, checked on whole networks.
     """
+    stage_widths = tuple(STAGE_WIDTHS if stage_widths is None else map(int, stage_widths))
     total = float(table["dense_ms"])
-    for stage, widths in _stages(plan).items():
+    if stage_widths != STAGE_WIDTHS:
+        key = stage_key(stage_widths)
+        if key not in table.get("residual", {}):
+            raise ValueError(f"the table has no time for residual widths {key} (the candidate "
+                             f"widths: helpers.latency.candidate_stage_widths)")
+        total += float(table["residual"][key])
+    for (stage, widths), r, full in zip(_stages(plan).items(), stage_widths, STAGE_WIDTHS,
+                                        strict=True):
         key = stage_key(widths)
         if key not in table["stages"][stage]:
             raise ValueError(f"the table has no time for {stage} at widths {key} (the candidate "
                              f"widths: helpers.latency.candidate_widths)")
-        total += float(table["stages"][stage][key])
+        total += float(table["stages"][stage][key]) * r / full
     return total
 
 
@@ -141,6 +169,46 @@ def latency_plan(loss: Mapping[str, np.ndarray], tables: Sequence[Mapping],
     (:func:`latency_plans` with ``n = 1``)."""
     best = latency_plans(loss, tables, budgets_ms, 1, tie_break)
     return best[0] if best else None
+
+
+def narrowed_table(table: Mapping, stage_widths: Sequence[int]) -> dict:
+    """The table a network of residual ``stage_widths`` is predicted by: ``dense_ms`` plus the
+    residual change, every stage's change scaled as :func:`predict_ms` does."""
+    stage_widths = tuple(int(r) for r in stage_widths)
+    extra = 0.0 if stage_widths == STAGE_WIDTHS else float(
+        table["residual"][stage_key(stage_widths)])
+    return {"dense_ms": float(table["dense_ms"]) + extra,
+            "stages": {s: {k: float(v) * r / full for k, v in table["stages"][s].items()}
+                       for s, r, full in zip(STAGES, stage_widths, STAGE_WIDTHS, strict=True)}}
+
+
+def residual_latency_plans(loss: Mapping[str, np.ndarray], stage_loss: Mapping[str, Mapping],
+                           tables: Sequence[Mapping], budgets_ms: Sequence[float],
+                           n: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """:func:`latency_plans` over residual widths too: the ``n`` pairs ``(plan, stage_widths)``
+    of least predicted loss within every budget, best first.
+
+    ``stage_loss[stage][r]``: the accuracy lost (fraction) by narrowing ``stage`` alone to
+    ``r`` residual channels (0 at full width; widths it lacks are not candidates). A pair's
+    loss is its plan's plus its stages'; its time is predicted by :func:`narrowed_table`.
+    """
+    found = []
+    for widths in residual_options():
+        if widths != STAGE_WIDTHS and not all(stage_key(widths) in t.get("residual", {})
+                                              for t in tables):
+            continue
+        try:
+            extra = sum(0.0 if r == full else float(stage_loss[s][r])
+                        for s, r, full in zip(STAGES, widths, STAGE_WIDTHS, strict=True))
+        except KeyError:
+            continue
+        narrowed = [narrowed_table(t, widths) for t in tables]
+        for plan in latency_plans(loss, narrowed, budgets_ms, n):
+            lost = extra + sum(float(loss[b][k]) for b, k in zip(BLOCK_NAMES, plan, strict=True))
+            ms = sum(predict_ms(t, plan, widths) for t in tables)
+            found.append((lost + 1e-6 * ms, plan, tuple(widths)))
+    found.sort(key=lambda f: f[0])
+    return [(plan, widths) for _, plan, widths in found[:n]]
 
 
 def removal_aware_loss(loss: Mapping[str, np.ndarray],

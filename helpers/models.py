@@ -98,23 +98,25 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNet: a 3x3 stem, three stages of BasicBlocks, global average pool, linear."""
 
-    def __init__(self, widths: Sequence[int], shortcut: str = "A", num_classes: int = 10):
+    def __init__(self, widths: Sequence[int], shortcut: str = "A", num_classes: int = 10,
+                 stage_widths: Sequence[int] = STAGE_WIDTHS):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
+        self.stage_widths = tuple(int(w) for w in stage_widths)
         self.shortcut = shortcut
         self.num_classes = num_classes
         self.meta: dict = {}
-        self.conv = nn.Conv2d(3, STAGE_WIDTHS[0], 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(STAGE_WIDTHS[0])
-        in_planes, mids = STAGE_WIDTHS[0], iter(self.widths)
-        for s, planes in enumerate(STAGE_WIDTHS):
+        self.conv = nn.Conv2d(3, self.stage_widths[0], 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(self.stage_widths[0])
+        in_planes, mids = self.stage_widths[0], iter(self.widths)
+        for s, planes in enumerate(self.stage_widths):
             blocks = []
             for b in range(BLOCKS_PER_STAGE):
                 stride = 2 if s > 0 and b == 0 else 1
                 blocks.append(BasicBlock(in_planes, next(mids), planes, stride, shortcut))
                 in_planes = planes
             self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(STAGE_WIDTHS[-1], num_classes)
+        self.fc = nn.Linear(self.stage_widths[-1], num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -153,8 +155,27 @@ def check_widths(widths: Sequence[int] | None) -> tuple[int, ...]:
     return widths
 
 
+def check_stage_widths(stage_widths: Sequence[int] | None, shortcut: str) -> tuple[int, ...]:
+    """Validate the residual (stage) widths: three positive integers, at most the original
+    ones (None means :data:`STAGE_WIDTHS`). Narrower stages need the ``"conv3x3"`` shortcut:
+    option A's zero padding ties a stage's channels to the next stage's."""
+    if stage_widths is None:
+        return STAGE_WIDTHS
+    stage_widths = tuple(stage_widths)
+    if len(stage_widths) != len(STAGE_WIDTHS) or not all(
+            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and 0 < w <= full
+            for w, full in zip(stage_widths, STAGE_WIDTHS, strict=True)):
+        raise ValueError(f"stage_widths needs {len(STAGE_WIDTHS)} integers, each in 1.."
+                         f"{'/'.join(map(str, STAGE_WIDTHS))}, got {stage_widths}")
+    stage_widths = tuple(int(w) for w in stage_widths)
+    if stage_widths != STAGE_WIDTHS and shortcut != "conv3x3":
+        raise ValueError(f"narrower stages {stage_widths} need shortcut='conv3x3' (option A's "
+                         f"zero padding couples the channels of consecutive stages)")
+    return stage_widths
+
+
 def resnet20(shortcut: str = "A", widths: Sequence[int] | None = None,
-             num_classes: int = 10) -> ResNet:
+             num_classes: int = 10, stage_widths: Sequence[int] | None = None) -> ResNet:
     """ResNet20 for 32x32 inputs.
 
     Args:
@@ -164,10 +185,14 @@ def resnet20(shortcut: str = "A", widths: Sequence[int] | None = None,
         widths: conv1 output width of each of the nine blocks (default 16,16,16,32,...,64);
             0 removes a block's residual branch.
         num_classes: outputs of the final linear layer.
+        stage_widths: the residual channels of each stage (default 16, 32, 64), what the stem,
+            every conv2 and the projection shortcuts write (:mod:`helpers.channels` prunes
+            them).
     """
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-    return ResNet(check_widths(widths), shortcut, num_classes)
+    return ResNet(check_widths(widths), shortcut, num_classes,
+                  check_stage_widths(stage_widths, shortcut))
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
@@ -199,14 +224,16 @@ def _plain(value):
 
 
 def save_model(model: ResNet, path: str | os.PathLike, **meta) -> None:
-    """Save weights plus what is needed to rebuild the model (shortcut, widths, classes).
+    """Save weights plus what is needed to rebuild the model (shortcut, widths, stage widths,
+    classes).
 
     ``meta`` (plain values: numbers, strings, lists, dicts) comes back as ``model.meta``.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "shortcut": model.shortcut, "widths": list(model.widths),
-                "num_classes": model.num_classes, "meta": _plain(meta)}, path)
+                "stage_widths": list(model.stage_widths), "num_classes": model.num_classes,
+                "meta": _plain(meta)}, path)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ResNet:
@@ -227,7 +254,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a checkpoint of save_model: it needs the keys {keys}, "
                          f"found {found}")
-    model = resnet20(ckpt["shortcut"], ckpt["widths"], ckpt["num_classes"])
+    model = resnet20(ckpt["shortcut"], ckpt["widths"], ckpt["num_classes"],
+                     ckpt.get("stage_widths"))  # older checkpoints: the full stages
     load_state_dict_checked(model, ckpt["state_dict"])
     model.meta = dict(ckpt.get("meta", {}))
     return model.to(map_location)

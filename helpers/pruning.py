@@ -301,7 +301,7 @@ def prune_block(model: ResNet, block: str, k: int, strategy: str, seed: int = 0,
 
 def as_plain_model(model: ResNet) -> ResNet:
     """Rebuild a pruned model as a fresh ``resnet20(widths=...)`` with the same weights."""
-    plain = resnet20(model.shortcut, model.widths, model.num_classes)
+    plain = resnet20(model.shortcut, model.widths, model.num_classes, model.stage_widths)
     plain.load_state_dict(model.state_dict())
     return plain.to(next(model.parameters()).device)
 

@@ -110,6 +110,33 @@ def conv2_input(block: BasicBlock, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def conv_normal_equations(conv: nn.Conv2d, inputs: Tensor, targets: Tensor,
+                          batch_size: int = 256, read=None) -> NormalEquations:
+    """Accumulate the normal equations of any 3x3 ``conv`` over batches, in float64: what it
+    reads is ``inputs`` (or ``read(inputs batch)``), what it should write is ``targets``."""
+    dev = conv.weight.device
+    d = conv.in_channels * 9
+    xtx = torch.zeros(d, d, dtype=torch.float64, device=dev)
+    xty = torch.zeros(d, conv.out_channels, dtype=torch.float64, device=dev)
+    yty, rows = 0.0, 0
+    for i in range(0, len(inputs), batch_size):
+        h = inputs[i:i + batch_size].to(dev).float()
+        h = read(h) if read is not None else h
+        x = F.unfold(h, 3, padding=conv.padding, stride=conv.stride)  # (n, D, L)
+        x = x.transpose(1, 2).reshape(-1, d).double()
+        y = targets[i:i + batch_size].to(dev).double().flatten(2).transpose(1, 2)
+        y = y.reshape(-1, conv.out_channels)
+        if len(x) != len(y):
+            raise ValueError(f"targets of {tuple(targets.shape[2:])} pixels do not match "
+                             f"the convolution's output for these inputs")
+        xtx += x.T @ x
+        xty += x.T @ y
+        yty += float((y * y).sum())
+        rows += len(x)
+    return NormalEquations(xtx, xty, yty, rows)
+
+
+@torch.no_grad()
 def normal_equations(block: BasicBlock, inputs: Tensor, targets: Tensor,
                      batch_size: int = 256) -> NormalEquations:
     """Accumulate the normal equations of conv2 of ``block`` over batches, in float64.
@@ -118,26 +145,8 @@ def normal_equations(block: BasicBlock, inputs: Tensor, targets: Tensor,
     """
     _check_block(block)
     _check_pair(inputs, targets, block)
-    conv2 = block.conv2
-    dev = conv2.weight.device
-    d = conv2.in_channels * 9
-    xtx = torch.zeros(d, d, dtype=torch.float64, device=dev)
-    xty = torch.zeros(d, conv2.out_channels, dtype=torch.float64, device=dev)
-    yty, rows = 0.0, 0
-    for i in range(0, len(inputs), batch_size):
-        h = conv2_input(block, inputs[i:i + batch_size])
-        x = F.unfold(h, 3, padding=conv2.padding, stride=conv2.stride)  # (n, D, L)
-        x = x.transpose(1, 2).reshape(-1, d).double()
-        y = targets[i:i + batch_size].to(dev).double().flatten(2).transpose(1, 2)
-        y = y.reshape(-1, conv2.out_channels)
-        if len(x) != len(y):
-            raise ValueError(f"targets of {tuple(targets.shape[2:])} pixels do not match "
-                             f"conv2's output for these inputs")
-        xtx += x.T @ x
-        xty += x.T @ y
-        yty += float((y * y).sum())
-        rows += len(x)
-    return NormalEquations(xtx, xty, yty, rows)
+    return conv_normal_equations(block.conv2, inputs, targets, batch_size,
+                                 read=lambda x: conv2_input(block, x))
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sync_notebooks  # noqa: E402  (sibling script: repository URL and Colab badges)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS  # noqa: E402
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS  # noqa: E402
 from helpers.study.network_plots import GOAL_POINTS  # noqa: E402  (the one definition)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -573,13 +573,18 @@ def finding_latency(r: dict | None) -> str | None:
     rec = recs[0]
     removed = rec.get("removed_blocks") or []
     head = next((x for x in r.get("records", []) if x.get("headline")), {})
-    return (f"**A plan chosen by time, not MACs** (`helpers.study.latency_plans`): widths "
+    stages = tuple(rec.get("stage_widths") or ())
+    narrow = stages and stages != STAGE_WIDTHS
+    return (f"**A plan chosen by time, not MACs** (`helpers.study.latency_plans`): conv1 widths "
             f"{tuple(rec.get('widths', ()))}"
             + (f", {', '.join(f'`{b}`' for b in removed)} removed" if removed else "")
+            + (f", residual channels of the three stages narrowed to {stages} (of "
+               f"{STAGE_WIDTHS}, `helpers.channels`)" if narrow else "")
             + f", {pct(1 - rec['macs'] / r['dense_macs'])} of the MACs removed and "
             f"{count(rec.get('params'))} parameters: of the plans the latency tables "
             f"(`results/latency.json`) proposed as near {rec.get('goal_speedup')}× in both "
-            f"runtimes (their budget widened by the tables' check error), the most accurate by "
+            f"runtimes (conv1 widths, removed blocks and residual stage widths; their budget "
+            f"widened by the tables' check error), the most accurate by "
             f"the sensitivity of the selection half whose short screening timing "
             + ("reached it in both" if rec.get("reached_goal_in_screening", True) else
                "came closest") + f". After {count(rec.get('finetune_epochs'))} epochs of "
@@ -590,7 +595,24 @@ def finding_latency(r: dict | None) -> str | None:
             f"{latency_speeds(rec)} (new rounds, not the screening's). The "
             f"{target(head.get('target'))} MACs network of the bullet above, timed in the same "
             f"rounds: "
-            f"{latency_speeds(rec.get('headline_50') or {})}.{latency_verdict(r, rec)}")
+            f"{latency_speeds(rec.get('headline_50') or {})}.{latency_verdict(r, rec)}"
+            + narrowing(r, rec))
+
+
+def narrowing(r: dict, rec: dict) -> str:
+    """' Narrowing one stage's residual channels ... ': what the stage sensitivity measured,
+    and how many screened plans narrowed a stage."""
+    sens = rec.get("stage_sensitivity") or []
+    if not sens:
+        return ""
+    acc = [x["accuracy"] for x in sens]
+    screened = rec.get("screening") or []
+    narrow = sum(tuple(x.get("stage_widths") or STAGE_WIDTHS) != STAGE_WIDTHS for x in screened)
+    return (f" Narrowing one stage's residual channels (`helpers.channels`, with refit and "
+            f"recalibration) left {pct(min(acc))}–{pct(max(acc))} of the "
+            f"{count(rec.get('sensitivity_images'))} selection images (unpruned "
+            f"{pct(r.get('dense_selection_accuracy'))}); {narrow} of the {len(screened)} "
+            f"screened plans narrowed a stage.")
 
 
 def goals(r: dict, head: dict) -> str:

@@ -13,15 +13,19 @@ import pytest
 from helpers import paths
 from helpers.latency import (
     STAGES,
+    candidate_stage_widths,
     candidate_widths,
     latency_plan,
+    narrowed_table,
     predict_ms,
     removal_aware_loss,
+    residual_latency_plans,
+    residual_options,
     stage_blocks,
     stage_key,
     stage_options,
 )
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
 from helpers.plans import BLOCKS
 
 COST = {b.name: b.macs_per_filter for b in BLOCKS}
@@ -125,6 +129,73 @@ def test_latency_plan_respects_every_budget_or_says_none():
         latency_plan(_loss(), tables, [1.0])
 
 
+def _with_residual(table: dict, per_channel: float = 0.01) -> dict:
+    """``table`` plus residual entries: each channel a stage drops saves ``per_channel`` ms
+    times the stage's resolution factor (stage 1 costs most), and 8-wide stages save nothing
+    (as ONNX Runtime's blocked layout)."""
+    def saving(widths):
+        return -sum(0 if r == 8 else (full - r) * per_channel * 4 ** (2 - s)
+                    for s, (r, full) in enumerate(zip(widths, STAGE_WIDTHS, strict=True)))
+
+    return {**table, "residual": {stage_key(r): saving(r) for r in residual_options()}}
+
+
+def test_candidate_stage_widths_follow_the_channel_blocks():
+    assert [candidate_stage_widths(s) for s in STAGES] == [(8, 16), (8, 16, 32),
+                                                          (16, 32, 48, 64)]
+    assert len(residual_options()) == 24 and tuple(STAGE_WIDTHS) in residual_options()
+
+
+def test_predict_ms_with_narrowed_stages_adds_the_residual_change_and_scales_the_stages():
+    table = _with_residual(linear_table())
+    plan = (8, 0, 8, 16, 16, 16, 32, 32, 32)
+    assert predict_ms(table, plan, STAGE_WIDTHS) == pytest.approx(predict_ms(table, plan))
+    stages = (16, 16, 48)
+    by_hand = (table["dense_ms"] + table["residual"]["16,16,48"]
+               + sum(table["stages"][s][stage_key(plan[3 * i:3 * i + 3])] * r / full
+                     for i, (s, r, full) in enumerate(zip(STAGES, stages, STAGE_WIDTHS,
+                                                          strict=True))))
+    assert predict_ms(table, plan, stages) == pytest.approx(by_hand)
+    assert predict_ms(narrowed_table(table, stages), plan) == pytest.approx(by_hand)
+    with pytest.raises(ValueError, match="residual widths 16,24,64"):
+        predict_ms(table, plan, (16, 24, 64))
+    with pytest.raises(ValueError, match="residual widths"):
+        predict_ms(linear_table(), plan, stages)  # a table without residual entries
+
+
+def test_residual_latency_plans_is_the_exact_optimum_over_plans_and_stages():
+    """Brute force over two widths per block and every residual option: the search's pair is
+    the best, and a narrower stage is taken only when it pays."""
+    def two(stage):
+        return list(itertools.product(*((DEFAULT_WIDTHS[BLOCK_NAMES.index(b)] // 2,
+                                         DEFAULT_WIDTHS[BLOCK_NAMES.index(b)])
+                                        for b in stage_blocks(stage))))
+
+    tables = [_with_residual(linear_table(options=two)),
+              _with_residual(linear_table(per_mac=2e-6, options=two), 0.02)]
+    loss = _loss()
+    stage_loss = {s: {r: 0.3 * (full - r) / full for r in candidate_stage_widths(s)}
+                  for s, full in zip(STAGES, STAGE_WIDTHS, strict=True)}
+    budgets = [predict_ms(t, DEFAULT_WIDTHS) / 1.4 for t in tables]
+    got = residual_latency_plans(loss, stage_loss, tables, budgets, n=3)
+    scored = []
+    for stages in residual_options():
+        for plan in itertools.product(*({DEFAULT_WIDTHS[i] // 2, DEFAULT_WIDTHS[i]}
+                                        for i in range(len(BLOCK_NAMES)))):
+            if all(predict_ms(t, plan, stages) <= b for t, b in zip(tables, budgets,
+                                                                    strict=True)):
+                total = sum(loss[n][k] for n, k in zip(BLOCK_NAMES, plan, strict=True)) + sum(
+                    stage_loss[s][r] for s, r in zip(STAGES, stages, strict=True))
+                scored.append((total, plan, stages))
+    scored.sort(key=lambda t: t[0])
+    assert got[0] == (scored[0][1], scored[0][2])
+    assert len(got) == 3 and all(
+        predict_ms(t, *g) <= b for g in got for t, b in zip(tables, budgets, strict=True))
+    # without stage losses given, only the full stages are candidates
+    plain = residual_latency_plans(loss, {}, tables, budgets, n=1)
+    assert plain == [(latency_plan(loss, tables, budgets), STAGE_WIDTHS)]
+
+
 def test_removal_aware_loss_uses_the_measured_removal_cost():
     loss = _loss()
     cheap = removal_aware_loss(loss, {"layer1.1": 0.02})
@@ -181,6 +252,24 @@ def test_measure_takes_the_median_per_round_change(monkeypatch):
     assert predict_ms(table, (16, 0, 16, 32, 32, 32, 16, 64, 64)) == 7.0
 
 
+def test_measure_residual_times_every_narrowed_stage_combination(monkeypatch):
+    from helpers.study import latency_tables
+
+    def fake_network(widths, runtime, threads, shortcut="conv3x3", stage_widths=None):
+        return tuple(stage_widths or STAGE_WIDTHS)
+
+    def fake(nets, batch_size, device, repeats, threads, seed):  # 0.1 ms per channel dropped
+        return pd.DataFrame([{"model": n, "threads": threads,
+                              "samples_ms": [10.0 - 0.1 * (112 - sum(r))] * repeats}
+                             for n, r in nets.items()])
+
+    monkeypatch.setattr(latency_tables, "network", fake_network)
+    monkeypatch.setattr("helpers.study.network.compare_latency", fake)
+    got = latency_tables.measure_residual("pytorch", 256, repeats=2, calls=1)
+    assert set(got) == {stage_key(r) for r in residual_options()}
+    assert got["16,32,64"] == 0.0 and got["8,16,48"] == pytest.approx(-0.1 * (8 + 16 + 16))
+
+
 def test_measured_networks_run_in_both_runtimes():
     import torch
 
@@ -199,20 +288,24 @@ def test_measured_networks_run_in_both_runtimes():
 def test_check_compares_prediction_and_measurement(monkeypatch):
     from helpers.study import latency_tables
 
-    table = linear_table()
-    plans = {"unpruned": DEFAULT_WIDTHS, "depth": (8, 0, 8, 16, 16, 16, 32, 32, 32)}
+    table = _with_residual(linear_table())
+    plans = {"unpruned": DEFAULT_WIDTHS, "depth": (8, 0, 8, 16, 16, 16, 32, 32, 32),
+             "narrow": (DEFAULT_WIDTHS, (16, 16, 48))}  # conv1 widths and stage widths
+
+    def ms(name):
+        p = plans[name]
+        return predict_ms(table, *p) if len(p) == 2 else predict_ms(table, p)
 
     def fake(nets, batch_size, repeats, calls, threads, reference):  # 10% below the promise
-        dense = predict_ms(table, plans[reference])
-        return pd.DataFrame({"model": list(nets),
-                             "median_ms": [2 * predict_ms(table, plans[n]) for n in nets],
-                             "speedup": [dense / predict_ms(table, plans[n])
-                                         / (1.0 if n == reference else 1.1) for n in nets]})
+        return pd.DataFrame({"model": list(nets), "median_ms": [2 * ms(n) for n in nets],
+                             "speedup": [ms(reference) / ms(n) / (1.0 if n == reference else 1.1)
+                                         for n in nets]})
 
     monkeypatch.setattr(latency_tables, "latency_table", fake)
     rows = latency_tables.check({"pytorch": {256: table}}, plans)
-    assert [r["plan"] for r in rows] == ["unpruned", "depth"]
+    assert [r["plan"] for r in rows] == ["unpruned", "depth", "narrow"]
     assert rows[0]["error"] == pytest.approx(0) and rows[1]["error"] == pytest.approx(0.1)
+    assert rows[2]["stage_widths"] == [16, 16, 48] and rows[2]["error"] == pytest.approx(0.1)
     assert rows[1]["predicted_speedup"] == pytest.approx(
         predict_ms(table, DEFAULT_WIDTHS) / predict_ms(table, plans["depth"]))
     # the machine ran twice as slow during the check: milliseconds differ, speed-ups do not

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.latency import predict_ms
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS
+from helpers.latency import candidate_stage_widths, predict_ms
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS
 from helpers.study import latency_plans
-from tests.test_latency import _loss, linear_table
+from tests.test_latency import _loss, _with_residual, linear_table
 
 
 def _latency(checks=()):
@@ -40,13 +40,29 @@ def test_candidates_fit_the_budgets_best_predicted_accuracy_first():
     lat = _latency()
     got = latency_plans.candidates(_loss(), lat, 1.5, n=5)
     assert len(got) == 5 and len(set(got)) == 5
+    assert all(stages == STAGE_WIDTHS for _, stages in got)  # no stage losses: full stages
     limit = latency_plans.budgets(lat, 1.5)
-    for plan in got:
+    for plan, _ in got:
         for runtime, by_batch in lat["tables"].items():
             assert predict_ms(by_batch["256"], plan) <= limit[runtime] + 1e-12
-    lost = [sum(_loss()[b][k] for b, k in zip(BLOCK_NAMES, p, strict=True)) for p in got]
+    lost = [sum(_loss()[b][k] for b, k in zip(BLOCK_NAMES, p, strict=True)) for p, _ in got]
     assert lost == sorted(lost)
     assert latency_plans.candidates(_loss(), lat, 1000.0) == []  # a goal no plan reaches
+
+
+def test_candidates_narrow_a_stage_when_it_is_cheap_in_accuracy():
+    lat = {"tables": {r: {"256": _with_residual(t["256"], 0.05)}
+                      for r, t in _latency()["tables"].items()}}
+    free = {s: {r: 0.0 for r in candidate_stage_widths(s)} for s in ("layer1", "layer2",
+                                                                      "layer3")}
+    got = latency_plans.candidates(_loss(), lat, 1.5, n=3, stage_loss=free)
+    assert got and all(stages != STAGE_WIDTHS for _, stages in got)  # narrowing costs nothing
+    for plan, stages in got:
+        for by_batch in lat["tables"].values():
+            assert predict_ms(by_batch["256"], plan, stages) <= predict_ms(
+                by_batch["256"], DEFAULT_WIDTHS) / 1.5 + 1e-12
+    assert latency_plans.label((DEFAULT_WIDTHS, STAGE_WIDTHS)) == str(DEFAULT_WIDTHS)
+    assert latency_plans.label((DEFAULT_WIDTHS, (16, 16, 48))).endswith("stages (16, 16, 48)")
 
 
 def test_measured_choice_takes_the_first_plan_fast_enough_in_every_runtime():
@@ -60,6 +76,10 @@ def test_measured_choice_takes_the_first_plan_fast_enough_in_every_runtime():
     assert latency_plans.measured_choice(speeds, [c, b], 1.5) == c
     # none reaches the goal: the plan whose slower runtime is fastest
     assert latency_plans.measured_choice(speeds, [a, b], 1.6) == b
+    # candidate pairs are named by their label
+    pair = (a, (16, 16, 48))
+    named = speeds.assign(model=speeds.model.replace(str(a), latency_plans.label(pair)))
+    assert latency_plans.measured_choice(named, [pair, (b, STAGE_WIDTHS)], 1.4) == pair
 
 
 def test_speed_keys_name_both_runtimes_and_batches():
@@ -85,7 +105,8 @@ def test_committed_latency_plan_is_what_its_tables_chose():
     rec = result["latency_plans"][0]
     latency = json.loads((paths.RESULTS / "latency.json").read_text())
     for runtime, budget in rec["budget_ms"].items():
-        assert predict_ms(latency["tables"][runtime]["256"], rec["widths"]) <= budget + 1e-9
+        assert predict_ms(latency["tables"][runtime]["256"], rec["widths"],
+                          rec.get("stage_widths")) <= budget + 1e-9
     for key in ("speedup_torch_batch256", "speedup_onnxruntime_batch256", "acc_confirmation",
                 "macs"):
         assert key in rec

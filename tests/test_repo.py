@@ -1152,6 +1152,17 @@ def test_readme_finding_on_the_latency_plan_states_both_runtimes_and_its_verdict
          "records": [{"headline": True, "target": 0.5}], "latency_plans": [_latency_record()]}
     text = make_readme.finding_latency(r)
     assert "50.00% of the MACs removed" in text and "`layer1.2`" in text
+    assert "narrowed" not in text  # full residual stages: nothing said
+    narrow = make_readme.finding_latency(r | {"latency_plans": [_latency_record(
+        stage_widths=[16, 16, 48])]})
+    assert "residual channels of the three stages narrowed to (16, 16, 48)" in narrow
+    sens = _latency_record(stage_sensitivity=[{"accuracy": 0.8}, {"accuracy": 0.552}],
+                           sensitivity_images=2500, screening=[
+                               {"stage_widths": [16, 32, 64]}, {"stage_widths": [8, 32, 64]}])
+    said = make_readme.finding_latency(r | {"dense_selection_accuracy": 0.93,
+                                            "latency_plans": [sens]})
+    assert "left 55.20%–80.00% of the 2,500 selection images (unpruned 93.00%)" in said
+    assert "93.00%); 1 of the 2 screened plans narrowed a stage" in said
     assert "92.36% of the 2,500 confirmation images" in text and "1,000 test images" in text
     assert "1.70× (1.60–1.80) in PyTorch and 1.45× (1.35–1.55) in ONNX Runtime at batch 256" in text
     assert "-0.64 points" in text and "(missed)" in text  # 0.64 below the better: missed

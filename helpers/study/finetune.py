@@ -67,12 +67,15 @@ def code_version(*functions) -> str:
 
 def pruning_functions() -> tuple:
     """What makes a pruned, repaired network and its score (looked up when called): the
-    strategies' filter choice and merge, the conv2 refit, the BN recalibration, and
+    strategies' filter choice and merge, the residual channels' pruning and refit, the conv2
+    refit, the BN recalibration, and
     :mod:`helpers.study.network`'s whole-network pruning and scoring."""
-    from helpers import metrics, pruning, refit
+    from helpers import channels, metrics, pruning, refit
     from helpers.study import network
 
-    return (pruning.filter_features, pruning.kmeans, pruning.cluster_filters, pruning._shrink,
+    return (channels.writers, channels.readers, channels.channel_features, channels.prune_stage,
+            channels.refit_readers, channels.prune_stages, refit.conv_normal_equations,
+            pruning.filter_features, pruning.kmeans, pruning.cluster_filters, pruning._shrink,
             pruning._merge, pruning.keep_indices, pruning.pruned_block, pruning.prune_block,
             pruning.calibration_images, pruning.recalibrate_bn, refit.conv2_input,
             refit.normal_equations, refit.apply_refit, refit.refit_conv2, refit.block_io,

@@ -5,14 +5,18 @@
 and the whole-network study (``results/network_pruning.json``: its clustering rule, its
 fine-tuning schedule and its selection and confirmation halves), then:
 
-1. measures, on the selection half, the sensitivity of every block to the clustering rule and
-   the accuracy lost by removing each removable block (cached);
-2. asks the latency tables for the plans of least predicted loss whose predicted time, in
-   both runtimes at batch 256, is within the unpruned network's over the goal, widened by the
-   tables' measured prediction error (:func:`candidates`), times them (cached), and keeps the
-   first whose measured speed-up reaches the goal in both runtimes (:func:`measured_choice`);
-3. prunes to it with refit and recalibration, fine-tunes it with the study's schedule and
-   teacher for the headline's epochs (resumable), scores it on both halves and the test images;
+1. measures, on the selection half, the sensitivity of every block to the clustering rule, the
+   accuracy lost by removing each removable block, and the accuracy lost by narrowing each
+   stage's residual channels to each candidate width (:mod:`helpers.channels`, with refit
+   and recalibration; cached);
+2. asks the latency tables for the plans (conv1 widths and residual stage widths) of least
+   predicted loss whose predicted time, in both runtimes at batch 256, is within the unpruned
+   network's over the goal, widened by the tables' measured prediction error
+   (:func:`candidates`), times them (cached), and keeps the first whose measured speed-up
+   reaches the goal in both runtimes (:func:`measured_choice`);
+3. prunes to it (residual channels first, then conv1 filters, each with its refit, then
+   recalibration), fine-tunes it with the study's schedule and teacher for the headline's
+   epochs (resumable), scores it on both halves and the test images;
 4. times it BN-folded in both runtimes at batch 256 and 1, interleaved with the unpruned network
    and the study's 50% MACs headline, and adds it to ``network_pruning.json`` as
    ``latency_plans`` (the checkpoint: ``checkpoints/resnet20_latency.pt``).
@@ -31,11 +35,24 @@ import pandas as pd
 import torch
 
 from helpers import paths, stats
+from helpers.channels import STAGES, prune_stages
 from helpers.data import load_splits, selection_confirmation
 from helpers.device import default_device, device_name
-from helpers.latency import latency_plans, predict_ms, removal_aware_loss
+from helpers.latency import (
+    candidate_stage_widths,
+    predict_ms,
+    removal_aware_loss,
+    residual_latency_plans,
+)
 from helpers.metrics import count_macs, count_params
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, load_model, resnet20, save_model
+from helpers.models import (
+    BLOCK_NAMES,
+    DEFAULT_WIDTHS,
+    STAGE_WIDTHS,
+    load_model,
+    resnet20,
+    save_model,
+)
 from helpers.plans import Sensitivity
 from helpers.study import finetune, network
 from helpers.study.latency_tables import in_runtime
@@ -65,28 +82,59 @@ def budgets(latency: Mapping, speedup: float = GOAL, batch: str = BATCH) -> dict
     return out
 
 
+Candidate = tuple[tuple[int, ...], tuple[int, ...]]  # (conv1 widths, residual stage widths)
+
+
 def candidates(loss: Mapping[str, np.ndarray], latency: Mapping, speedup: float = GOAL,
                n: int = CANDIDATES, batch: str = BATCH,
-               limit: Mapping[str, float] | None = None) -> list[tuple[int, ...]]:
-    """The ``n`` plans of least predicted loss within :func:`budgets` (or the given ``limit``,
-    milliseconds per runtime) in every runtime, best first
-    (:func:`helpers.latency.latency_plans`)."""
+               limit: Mapping[str, float] | None = None,
+               stage_loss: Mapping[str, Mapping[int, float]] | None = None) -> list[Candidate]:
+    """The ``n`` pairs (conv1 plan, stage widths) of least predicted loss within
+    :func:`budgets` (or the given ``limit``, milliseconds per runtime) in every runtime, best
+    first (:func:`helpers.latency.residual_latency_plans`; without ``stage_loss``, the full
+    stages only)."""
     limit = limit or budgets(latency, speedup, batch)
-    return latency_plans(loss, [latency["tables"][r][batch] for r in limit],
-                         list(limit.values()), n)
+    return residual_latency_plans(loss, stage_loss or {}, [latency["tables"][r][batch]
+                                                            for r in limit],
+                                  list(limit.values()), n)
+
+
+def label(candidate: Candidate) -> str:
+    """How a candidate is named in tables: its conv1 plan, and its stages when narrowed."""
+    plan, stages = candidate
+    return str(tuple(plan)) + ("" if tuple(stages) == STAGE_WIDTHS
+                               else f" stages {tuple(stages)}")
+
+
+def stage_sensitivity(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      train_images: torch.Tensor, refit_images: int, recal_batches: int,
+                      seed: int = 0) -> list[dict]:
+    """Accuracy on ``images`` after narrowing one stage's residual channels to each candidate
+    width (:func:`helpers.channels.prune_stages`, refit and recalibration): one record per
+    stage and width."""
+    rows = []
+    for s, stage in enumerate(STAGES):
+        for r in candidate_stage_widths(stage)[:-1]:
+            widths = tuple(r if i == s else w for i, w in enumerate(STAGE_WIDTHS))
+            pruned = prune_stages(model, widths, seed, train_images[:refit_images],
+                                  train_images, recal_batches)
+            rows.append({"stage": stage, "width": int(r), "accuracy":
+                         float(network.correct(pruned, images, labels).mean())})
+    return rows
 
 
 def measured_choice(speeds: pd.DataFrame, plans: Sequence[tuple[int, ...]],
                     speedup: float = GOAL) -> tuple[int, ...]:
     """The first of ``plans`` (best predicted accuracy first) whose measured median speed-up
     reaches ``speedup`` in every runtime; if none does, the one whose slower runtime is
-    fastest. ``speeds``: one row per runtime and plan, with ``model`` (``str(plan)``),
-    ``runtime`` and ``speedup``."""
+    fastest. ``speeds``: one row per runtime and plan, with ``model`` (``str(plan)``, or
+    :func:`label` for a candidate pair), ``runtime`` and ``speedup``."""
     by_plan = speeds.pivot_table(index="model", columns="runtime", values="speedup").min(axis=1)
+    name = {p: label(p) if len(p) == 2 else str(p) for p in plans}
     for plan in plans:
-        if by_plan[str(plan)] >= speedup:
+        if by_plan[name[plan]] >= speedup:
             return plan
-    return max(plans, key=lambda p: by_plan[str(p)])
+    return max(plans, key=lambda p: by_plan[name[p]])
 
 
 def timings(nets: Mapping[str, torch.nn.Module], repeats: int, calls: int, threads: int,
@@ -164,35 +212,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         .to_dict("records")))
     loss = removal_aware_loss(sens.loss, {r.block: sens.dense_accuracy - r.accuracy
                                           for r in removal.itertuples()})
+    narrowed = cache(key | {"stage widths": "every candidate", "images": len(sens_y)},
+                     lambda: stage_sensitivity(dense, sens_x, sens_y, data.train_images,
+                                               S.refit_images, S.recal_batches, a.seed))
+    stage_loss = {s: {r["width"]: sens.dense_accuracy - r["accuracy"]
+                      for r in narrowed if r["stage"] == s} for s in STAGES}
+    print("residual channels narrowed, one stage at a time (refit + recalibration), accuracy "
+          f"of {len(sens_y):,} selection images: "
+          + "; ".join(f"{r['stage']} {r['width']}: {100 * r['accuracy']:.1f}%"
+                      for r in narrowed), flush=True)
     kept = (result.get("latency_plans") or [{}])[0].get("budget_ms") if a.keep_budgets else None
     limit = kept or budgets(latency, a.speedup)
-    proposed = candidates(loss, latency, a.speedup, limit=limit)
+    proposed = candidates(loss, latency, a.speedup, limit=limit, stage_loss=stage_loss)
     if not proposed:
-        print(f"no plan of conv1 widths and removed blocks is predicted near {a.speedup:g}x "
-              f"faster in both runtimes")
+        print(f"no plan of conv1 widths, removed blocks and stage widths is predicted near "
+              f"{a.speedup:g}x faster in both runtimes")
         return 1
-    fresh = {str(p): resnet20(dense.shortcut, p) for p in proposed}  # time needs widths only
+    fresh = {label(c): resnet20(dense.shortcut, c[0], stage_widths=c[1])
+             for c in proposed}  # time needs widths only
     screen = pd.DataFrame(cache(  # cached: a re-run keeps the choice it made
-        {"screen": [list(p) for p in proposed], "threads": threads, "dense": key["dense"],
-         "repeats": S.latency_repeats},
+        {"screen": [[list(p), list(r)] for p, r in proposed], "threads": threads,
+         "dense": key["dense"], "repeats": S.latency_repeats},
         lambda: timings({"unpruned": dense, **fresh}, S.latency_repeats, 1, threads, (256,))
         .to_dict("records")))
-    plan = measured_choice(screen, proposed, a.speedup)
-    lost = {p: sum(loss[b][k] for b, k in zip(BLOCK_NAMES, p, strict=True)) for p in proposed}
+    choice = measured_choice(screen, proposed, a.speedup)
+    plan, stages = choice
+    lost = {c: sum(loss[b][k] for b, k in zip(BLOCK_NAMES, c[0], strict=True))
+            + sum(stage_loss[s].get(r, 0.0) for s, r in zip(STAGES, c[1], strict=True))
+            for c in proposed}
     shown = screen.pivot_table(index="model", columns="runtime", values="speedup")
+    tables = {r: latency["tables"][r][BATCH] for r in RUNTIMES}
+    forecast = {c: {r: predict_ms(t, DEFAULT_WIDTHS) / predict_ms(t, *c)
+                    for r, t in tables.items()} for c in proposed}
     print(f"{len(proposed)} plans proposed by the latency tables, timed at batch {BATCH} "
           f"({S.latency_repeats} interleaved rounds), best predicted accuracy first:")
-    for p in proposed:
-        print(f"  {p}: predicted loss {100 * lost[p]:.1f} points; measured "
-              + ", ".join(f"{RUNTIMES[r]} {shown.loc[str(p), r]:.2f}x" for r in RUNTIMES)
-              + ("  <- chosen" if p == plan else ""), flush=True)
-    predicted = {r: predict_ms(latency["tables"][r][BATCH], DEFAULT_WIDTHS)
-                 / predict_ms(latency["tables"][r][BATCH], plan) for r in RUNTIMES}
+    for c in proposed:
+        print(f"  {label(c)}: predicted loss {100 * lost[c]:.1f} points; measured (predicted) "
+              + ", ".join(f"{RUNTIMES[r]} {shown.loc[label(c), r]:.2f}x "
+                          f"({forecast[c][r]:.2f}x)" for r in RUNTIMES)
+              + ("  <- chosen" if c == choice else ""), flush=True)
+    narrow = {} if stages == STAGE_WIDTHS else {"stage_widths": list(stages)}
 
-    scored = cache(key | {"plan": list(plan)},
-                   lambda: network.score(dense, plan, rule, val_x, val_y, data.train_images,
-                                         "refit+recal", S.refit_images, S.recal_batches,
-                                         a.seed))
+    def pruned_scored():
+        base = dense if not narrow else prune_stages(
+            dense, stages, a.seed, data.train_images[:S.refit_images], data.train_images,
+            S.recal_batches)
+        return network.score(base, plan, rule, val_x, val_y, data.train_images,
+                             "refit+recal", S.refit_images, S.recal_batches, a.seed)
+
+    scored = cache(key | {"plan": list(plan)} | narrow, pruned_scored)
     student = network.restore(scored, dense.shortcut, device)
     ft = result["finetune"]
     ft_data = data._replace(train_images=data.train_images[:S.finetune_images],
@@ -202,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           seed=a.seed, checkpoint_every=1)
     teacher = network.fold_bn(dense) if result.get("distill", True) else None
     run = finetune.finetune(student, ft_data, cfg, out.checkpoints, f"{profile}_latency",
-                            key | {"plan": list(plan), "teacher": "unpruned, BN folded"},
+                            key | {"plan": list(plan), "teacher": "unpruned, BN folded"}
+                            | narrow,
                             teacher, device, progress=False,
                             callback=finetune.epoch_printer("latency plan"))
     ok = network.correct(run.model, val_x, val_y)
@@ -226,15 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result["dense_finetuned_confirmation_accuracy"])
     record = {
         "goal_speedup": a.speedup, "batch_size": int(BATCH), "strategy": rule,
-        "widths": list(plan),
+        "widths": list(plan), "stage_widths": list(stages),
         "removed_blocks": [b for b, k in zip(BLOCK_NAMES, plan, strict=True) if k == 0],
-        "screening": [{"widths": list(p), "predicted_loss": float(lost[p]),
-                       **{f"speedup_{r}_batch{BATCH}": float(shown.loc[str(p), r])
-                          for r in RUNTIMES}, "chosen": p == plan} for p in proposed],
+        "stage_sensitivity": narrowed,
+        "screening": [{"widths": list(c[0]), "stage_widths": list(c[1]),
+                       "predicted_loss": float(lost[c]),
+                       **{f"speedup_{r}_batch{BATCH}": float(shown.loc[label(c), r])
+                          for r in RUNTIMES},
+                       **{f"predicted_speedup_{r}_batch{BATCH}": float(forecast[c][r])
+                          for r in RUNTIMES}, "chosen": c == choice} for c in proposed],
         "screening_rounds": S.latency_repeats,
-        "reached_goal_in_screening": bool(shown.loc[str(plan)].min() >= a.speedup),
+        "reached_goal_in_screening": bool(shown.loc[label(choice)].min() >= a.speedup),
         "macs": count_macs(run.model), "params": count_params(run.model),
-        "predicted_speedup": {f"{r}_batch{BATCH}": v for r, v in predicted.items()},
+        "predicted_speedup": {f"{r}_batch{BATCH}": v for r, v in forecast[choice].items()},
         "budget_ms": dict(limit),
         "acc_pruned": float(scored["correct"][sel].float().mean()),
         "acc_selection": float(ok[sel].mean()), "acc_confirmation": float(ok[conf].mean()),

@@ -190,7 +190,8 @@ def score(model: ResNet, plan: Sequence[int], strategy: str, images: Tensor, lab
     tensor) and the pruned network's ``state_dict`` (see :func:`restore`)."""
     pruned, ok = prune_and_score(model, plan, strategy, images, labels, train_images, treatment,
                                  refit_images, recal_batches, seed)
-    return {"plan": list(pruned.widths), "strategy": strategy, "treatment": treatment,
+    return {"plan": list(pruned.widths), "stage_widths": list(pruned.stage_widths),
+            "strategy": strategy, "treatment": treatment,
             "accuracy": float(ok.mean()), "images": len(ok), "macs": count_macs(pruned),
             "params": count_params(pruned), "correct": torch.from_numpy(ok),
             "state_dict": {k: v.detach().cpu() for k, v in pruned.state_dict().items()}}
@@ -198,7 +199,7 @@ def score(model: ResNet, plan: Sequence[int], strategy: str, images: Tensor, lab
 
 def restore(scored: Mapping, shortcut: str, device: str | torch.device = "cpu") -> ResNet:
     """The pruned network a :func:`score` result describes (eval mode, on ``device``)."""
-    model = resnet20(shortcut, scored["plan"])
+    model = resnet20(shortcut, scored["plan"], stage_widths=scored.get("stage_widths"))
     load_state_dict_checked(model, scored["state_dict"])
     model.meta = {"plan": list(scored["plan"]), "strategy": scored["strategy"],
                   "treatment": scored["treatment"]}
