@@ -37,11 +37,10 @@ from torch import Tensor, nn
 
 from helpers.data import normalize
 from helpers.metrics import ieee_fp32
-from helpers.models import STAGE_WIDTHS, ResNet, check_stage_widths
+from helpers.models import STAGE_NAMES as STAGES
+from helpers.models import ResNet, check_stage_widths
 from helpers.pruning import bn_scale_shift, kmeans, recalibrate_bn
-from helpers.refit import RIDGE, apply_refit, augmented, conv_normal_equations
-
-STAGES = tuple(f"layer{s + 1}" for s in range(len(STAGE_WIDTHS)))
+from helpers.refit import RIDGE, NormalEquations, apply_refit, augmented, conv_normal_equations
 
 
 def _stage_index(model: ResNet, stage: str) -> int:
@@ -144,14 +143,15 @@ def prune_stage(model: ResNet, stage: str, k: int, seed: int = 0) -> ResNet:
 
 @torch.no_grad()
 def _refit_linear(fc: nn.Linear, x: Tensor, y: Tensor, ridge: float) -> dict:
-    """Ridge least squares for ``fc`` (weights and bias) to map ``x`` to ``y``; kept only if
-    the mean squared error goes down."""
+    """Ridge least squares for ``fc`` (weights and bias: an input of ones) to map ``x`` to
+    ``y`` (:class:`helpers.refit.NormalEquations`); kept only if the mean squared error goes
+    down."""
     xa = torch.cat([x, torch.ones(len(x), 1, device=x.device)], 1).double()
-    before = float((fc(x) - y).square().mean())
-    a = xa.T @ xa
-    a += ridge * float(a.diagonal().mean()) * torch.eye(len(a), dtype=a.dtype, device=a.device)
-    w = torch.linalg.solve(a, xa.T @ y.double()).T.float()
-    after = float((xa.float() @ w.T - y).square().mean())
+    y = y.double()
+    eq = NormalEquations(xa.T @ xa, xa.T @ y, float(y.square().sum()), len(x))
+    before = eq.mse(torch.cat([fc.weight, fc.bias[:, None]], 1))
+    w, _ = eq.solve(ridge)
+    after = eq.mse(w)
     if after <= before:
         fc.weight.copy_(w[:, :-1])
         fc.bias.copy_(w[:, -1])

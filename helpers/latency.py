@@ -34,30 +34,33 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from helpers.models import BLOCK_NAMES, BLOCKS_PER_STAGE, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
+from helpers.models import STAGE_NAMES as STAGES
 
 CHANNEL_BLOCK = 16  # output channels an AVX-512 CPU convolution computes together
-STAGES = tuple(f"layer{s + 1}" for s in range(len(STAGE_WIDTHS)))
+
+
+def _blocked(width: int) -> tuple[int, ...]:
+    """8 if ``width`` is at most 32 (where multiples of 16 alone would leave one or two
+    widths), then every multiple of :data:`CHANNEL_BLOCK` up to ``width``."""
+    half = (8,) if width <= 2 * CHANNEL_BLOCK else ()
+    return half + tuple(range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
 
 
 def candidate_widths(block: str) -> tuple[int, ...]:
-    """The widths a latency table measures for ``block``: 0 if it can be removed, 8 in the
-    stages of at most 32 channels (where multiples of 16 alone would leave one or two widths),
-    then every multiple of :data:`CHANNEL_BLOCK` up to its full width."""
+    """The widths a latency table measures for ``block``: 0 if it can be removed, then the
+    channel-blocked widths up to its full width (8 in the narrow stages, multiples of
+    :data:`CHANNEL_BLOCK`)."""
     if block not in BLOCK_NAMES:
         raise ValueError(f"unknown block {block!r}; blocks: {', '.join(BLOCK_NAMES)}")
     width = DEFAULT_WIDTHS[BLOCK_NAMES.index(block)]
-    half = (8,) if width <= 2 * CHANNEL_BLOCK else ()
-    return ((0,) if block in REMOVABLE else ()) + half + tuple(
-        range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
+    return ((0,) if block in REMOVABLE else ()) + _blocked(width)
 
 
 def candidate_stage_widths(stage: str) -> tuple[int, ...]:
     """The residual widths a latency table measures for ``stage`` (:mod:`helpers.channels`):
-    8 in the stages of at most 32 channels, then every multiple of :data:`CHANNEL_BLOCK` up to
-    the full width."""
-    width = STAGE_WIDTHS[STAGES.index(stage_blocks(stage)[0].split(".")[0])]
-    return ((8,) if width <= 2 * CHANNEL_BLOCK else ()) + tuple(
-        range(CHANNEL_BLOCK, width + 1, CHANNEL_BLOCK))
+    the channel-blocked widths up to the stage's full width."""
+    stage_blocks(stage)  # an unknown stage: the error names the valid ones
+    return _blocked(STAGE_WIDTHS[STAGES.index(stage)])
 
 
 def residual_options() -> list[tuple[int, ...]]:
@@ -103,21 +106,14 @@ def predict_ms(table: Mapping, plan: Sequence[int],
     fraction of its residual channels kept (a block's convolutions read or write them): a first
     approximation, checked on whole networks.
     """
-    stage_widths = tuple(STAGE_WIDTHS if stage_widths is None else map(int, stage_widths))
-    total = float(table["dense_ms"])
-    if stage_widths != STAGE_WIDTHS:
-        key = stage_key(stage_widths)
-        if key not in table.get("residual", {}):
-            raise ValueError(f"the table has no time for residual widths {key} (the candidate "
-                             f"widths: helpers.latency.candidate_stage_widths)")
-        total += float(table["residual"][key])
-    for (stage, widths), r, full in zip(_stages(plan).items(), stage_widths, STAGE_WIDTHS,
-                                        strict=True):
+    t = narrowed_table(table, STAGE_WIDTHS if stage_widths is None else stage_widths)
+    total = t["dense_ms"]
+    for stage, widths in _stages(plan).items():
         key = stage_key(widths)
-        if key not in table["stages"][stage]:
+        if key not in t["stages"][stage]:
             raise ValueError(f"the table has no time for {stage} at widths {key} (the candidate "
                              f"widths: helpers.latency.candidate_widths)")
-        total += float(table["stages"][stage][key]) * r / full
+        total += t["stages"][stage][key]
     return total
 
 
@@ -173,40 +169,56 @@ def latency_plan(loss: Mapping[str, np.ndarray], tables: Sequence[Mapping],
 
 def narrowed_table(table: Mapping, stage_widths: Sequence[int]) -> dict:
     """The table a network of residual ``stage_widths`` is predicted by: ``dense_ms`` plus the
-    residual change, every stage's change scaled as :func:`predict_ms` does."""
+    residual change, every stage's entries scaled by the share of its channels kept (at the
+    full widths, the table's own numbers)."""
     stage_widths = tuple(int(r) for r in stage_widths)
-    extra = 0.0 if stage_widths == STAGE_WIDTHS else float(
-        table["residual"][stage_key(stage_widths)])
+    extra = 0.0
+    if stage_widths != STAGE_WIDTHS:
+        key = stage_key(stage_widths)
+        if key not in table.get("residual", {}):
+            raise ValueError(f"the table has no time for residual widths {key} (the candidate "
+                             f"widths: helpers.latency.candidate_stage_widths)")
+        extra = float(table["residual"][key])
     return {"dense_ms": float(table["dense_ms"]) + extra,
             "stages": {s: {k: float(v) * r / full for k, v in table["stages"][s].items()}
                        for s, r, full in zip(STAGES, stage_widths, STAGE_WIDTHS, strict=True)}}
 
 
+def predicted_loss(loss: Mapping[str, np.ndarray], plan: Sequence[int],
+                   stage_loss: Mapping[str, Mapping] | None = None,
+                   stage_widths: Sequence[int] | None = None) -> float:
+    """The accuracy a plan is predicted to lose (fraction): its blocks' ``loss`` at their
+    widths plus, for each narrowed stage, ``stage_loss[stage][width]``."""
+    stage_widths = STAGE_WIDTHS if stage_widths is None else stage_widths
+    return sum(float(loss[b][k]) for b, k in zip(BLOCK_NAMES, plan, strict=True)) + sum(
+        float(stage_loss[s][r]) for s, r, full in zip(STAGES, stage_widths, STAGE_WIDTHS,
+                                                      strict=True) if r != full)
+
+
 def residual_latency_plans(loss: Mapping[str, np.ndarray], stage_loss: Mapping[str, Mapping],
                            tables: Sequence[Mapping], budgets_ms: Sequence[float],
-                           n: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+                           n: int = 1, tie_break: float = 1e-6
+                           ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """:func:`latency_plans` over residual widths too: the ``n`` pairs ``(plan, stage_widths)``
     of least predicted loss within every budget, best first.
 
     ``stage_loss[stage][r]``: the accuracy lost (fraction) by narrowing ``stage`` alone to
-    ``r`` residual channels (0 at full width; widths it lacks are not candidates). A pair's
-    loss is its plan's plus its stages'; its time is predicted by :func:`narrowed_table`.
+    ``r`` residual channels (widths it lacks are not candidates). A pair's loss is
+    :func:`predicted_loss`; its time is predicted by :func:`narrowed_table`.
     """
     found = []
     for widths in residual_options():
-        if widths != STAGE_WIDTHS and not all(stage_key(widths) in t.get("residual", {})
-                                              for t in tables):
-            continue
-        try:
-            extra = sum(0.0 if r == full else float(stage_loss[s][r])
-                        for s, r, full in zip(STAGES, widths, STAGE_WIDTHS, strict=True))
-        except KeyError:
-            continue
-        narrowed = [narrowed_table(t, widths) for t in tables]
-        for plan in latency_plans(loss, narrowed, budgets_ms, n):
-            lost = extra + sum(float(loss[b][k]) for b, k in zip(BLOCK_NAMES, plan, strict=True))
-            ms = sum(predict_ms(t, plan, widths) for t in tables)
-            found.append((lost + 1e-6 * ms, plan, tuple(widths)))
+        narrowed = [(s, r) for s, r, full in zip(STAGES, widths, STAGE_WIDTHS, strict=True)
+                    if r != full]
+        if narrowed and not (all(r in stage_loss.get(s, {}) for s, r in narrowed)
+                             and all(stage_key(widths) in t.get("residual", {})
+                                     for t in tables)):
+            continue  # no loss measured, or no time, for these stage widths
+        scaled = [narrowed_table(t, widths) for t in tables]
+        for plan in latency_plans(loss, scaled, budgets_ms, n, tie_break):
+            ms = sum(predict_ms(t, plan) for t in scaled)
+            found.append((predicted_loss(loss, plan, stage_loss, widths) + tie_break * ms,
+                          plan, tuple(widths)))
     found.sort(key=lambda f: f[0])
     return [(plan, widths) for _, plan, widths in found[:n]]
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 STAGE_WIDTHS = (16, 32, 64)
 BLOCKS_PER_STAGE = 3
 DEFAULT_WIDTHS = tuple(w for w in STAGE_WIDTHS for _ in range(BLOCKS_PER_STAGE))
+STAGE_NAMES = tuple(f"layer{s + 1}" for s in range(len(STAGE_WIDTHS)))
 BLOCK_NAMES = tuple(f"layer{s + 1}.{b}" for s in range(len(STAGE_WIDTHS))
                     for b in range(BLOCKS_PER_STAGE))
 SHORTCUTS = ("A", "conv3x3")

@@ -41,6 +41,7 @@ from helpers.device import default_device, device_name
 from helpers.latency import (
     candidate_stage_widths,
     predict_ms,
+    predicted_loss,
     removal_aware_loss,
     residual_latency_plans,
 )
@@ -237,9 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         .to_dict("records")))
     choice = measured_choice(screen, proposed, a.speedup)
     plan, stages = choice
-    lost = {c: sum(loss[b][k] for b, k in zip(BLOCK_NAMES, c[0], strict=True))
-            + sum(stage_loss[s].get(r, 0.0) for s, r in zip(STAGES, c[1], strict=True))
-            for c in proposed}
+    lost = {c: predicted_loss(loss, c[0], stage_loss, c[1]) for c in proposed}
     shown = screen.pivot_table(index="model", columns="runtime", values="speedup")
     tables = {r: latency["tables"][r][BATCH] for r in RUNTIMES}
     forecast = {c: {r: predict_ms(t, DEFAULT_WIDTHS) / predict_ms(t, *c)
