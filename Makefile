@@ -44,7 +44,7 @@ help:
 	@echo "make latency - only the latency tables of PyTorch and ONNX Runtime (results/latency.json, about 17 min on a 2-core CPU)"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
 	@echo "make lint   - ruff check helpers tests scripts notebooks study"
-	@echo "make bench  - training-speed benchmark (python -m helpers.bench train)"
+	@echo "make bench  - training-speed benchmark (python -m helpers.study.bench train)"
 	@echo "make readme - regenerate the README results section from results/*.json"
 	@echo "make sync   - rewrite the notebooks' generated cells (badge, provenance, setup, navigation)"
 	@echo "make clean  - remove build/ and caches (keeps $(VENV))"
@@ -90,7 +90,7 @@ lint: venv
 	$(BIN)/ruff check helpers tests scripts notebooks study
 
 bench: venv
-	$(BIN)/python -m helpers.bench train
+	$(BIN)/python -m helpers.study.bench train
 
 readme: venv
 	$(BIN)/python scripts/make_readme.py

@@ -10,18 +10,14 @@ The core a learner reads, one concept per module:
 - :mod:`helpers.metrics` parameters, MACs, accuracy with its image count, latency
 - :mod:`helpers.pruning` filter clustering and physical pruning of BasicBlocks
 - :mod:`helpers.refit`   least-squares reconstruction of a pruned block's conv2 (ThiNet-style)
-- :mod:`helpers.channels` residual (stage) channels pruned through every writer and reader
 - :mod:`helpers.stats`   Wilson intervals, exact McNemar paired tests, win rates
 - :mod:`helpers.plans`   pruning plans (uniform, sensitivity-guided) and their exact MACs
-- :mod:`helpers.latency` plans by time: a latency model of measured networks, search by budget
 - :mod:`helpers.onnx_runtime` the network exported to ONNX and run (and timed) in ONNX Runtime
 - :mod:`helpers.plots`   figures shared by the notebooks (style, data, training, layer MACs)
-- :mod:`helpers.bench`   benchmarks of the trainer and of the sweep (``python -m helpers.bench``)
 
 - :mod:`helpers.study`: the study machinery (see its docstring)
 
-Core modules import only core modules; :mod:`helpers.bench`, the top layer, may import
-:mod:`helpers.study`.
+Core modules import only core modules.
 """
 
 __version__ = "0.1.0"

@@ -187,7 +187,7 @@ def resnet20(shortcut: str = "A", widths: Sequence[int] | None = None,
             0 removes a block's residual branch.
         num_classes: outputs of the final linear layer.
         stage_widths: the residual channels of each stage (default 16, 32, 64), what the stem,
-            every conv2 and the projection shortcuts write (:mod:`helpers.channels` prunes
+            every conv2 and the projection shortcuts write (:mod:`helpers.study.channels` prunes
             them).
     """
     if shortcut not in SHORTCUTS:

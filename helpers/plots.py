@@ -16,9 +16,11 @@ from torch import Tensor
 sns.set_theme(style="whitegrid", context="notebook")
 plt.rcParams["figure.dpi"] = 80  # one style for the series; small figures keep notebooks light
 
-# one colour per pruning strategy, shared by the figures of notebooks 04 and 05
-STRATEGY_COLORS = dict(zip(("centroid", "first", "nearest", "merge", "l1", "random"),
-                           sns.color_palette("deep", 6), strict=True))
+# one colour and one marker per pruning strategy (rule), shared by every figure that tells rules
+# apart, so that a rule reads the same in lessons 03-05 and in print
+STRATEGIES = ("centroid", "first", "nearest", "merge", "l1", "random")
+STRATEGY_COLORS = dict(zip(STRATEGIES, sns.color_palette("deep", 6), strict=True))
+STRATEGY_MARKERS = dict(zip(STRATEGIES, ("o", "s", "D", "^", "v", "P"), strict=True))
 
 
 def show_jpeg(fig, quality: int = 80) -> None:

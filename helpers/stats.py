@@ -17,11 +17,6 @@
 - :func:`ratio_interval`: a speed-up from interleaved timings: the median of the per-round
   ratios (reference time over model time, measured in the same round), with a bootstrap
   interval of that median, pooled over every round of every call.
-- :func:`cluster_bootstrap_rate`: the same rates with an interval that does not assume the
-  comparisons independent. The (block, k) points of one block share the block (its filters,
-  its place in the network), so a strategy that suits a block tends to win at all its k: the
-  points are clustered, and a Wilson interval over them is too narrow. Resampling whole blocks
-  (a cluster bootstrap) gives an honest, wider interval.
 """
 
 from __future__ import annotations
@@ -169,56 +164,6 @@ def tally(results: Iterable[PairedResult], alpha: float = ALPHA,
     return {"wins": win_rate(verdicts.count("A"), n, level),
             "ties": win_rate(verdicts.count("tie"), n, level),
             "losses": win_rate(verdicts.count("B"), n, level)}
-
-
-def cluster_bootstrap_rate(wins, losses, clusters, n: int = 2000, seed: int = 0,
-                           level: float = LEVEL) -> dict[str, WinRate]:
-    """Win, tie and loss rates over comparisons grouped in clusters, with cluster-bootstrap
-    intervals (e.g. the (block, k) points of a sweep, clustered by block).
-
-    Args:
-        wins, losses: per comparison, whether A won, whether B won (bool vectors of the same
-            length; neither: a tie).
-        clusters: per comparison, its cluster (e.g. the block name); at least two clusters.
-        n: bootstrap draws. Each draw takes as many clusters as there are, with replacement,
-            with all their comparisons, and recomputes each rate (wins over comparisons drawn,
-            so a bigger cluster weighs more, as in the rate itself).
-        seed: of the draws (``numpy.random.default_rng``): the same seed, the same interval.
-
-    Returns ``{"wins", "ties", "losses"}``, each a :class:`WinRate` (the count and the number of
-    comparisons, as :func:`tally`) whose ``low, high`` are the percentile interval of the draws
-    at ``level``. With independent comparisons (one per cluster) the interval is close to
-    Wilson's; when comparisons of a cluster agree it is wider. A rate of 0 (or 1) has the
-    interval 0-0 (or 1-1): no draw can contain what no cluster has; read Wilson's there
-    (:func:`win_rate`), and with few clusters (a sweep has 9 blocks) the interval is coarse.
-    """
-    w, lo = _as_bool(wins, "wins"), _as_bool(losses, "losses")
-    c = np.asarray(clusters)
-    if not (len(w) == len(lo) == len(c)) or not len(w):
-        raise ValueError(f"wins, losses and clusters must have the same length >= 1, got "
-                         f"{len(w)}, {len(lo)} and {len(c)}")
-    if (w & lo).any():
-        raise ValueError("a comparison cannot be both a win and a loss")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (bootstrap draws) must be a positive integer, got {n!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    _, index = np.unique(c, return_inverse=True)
-    groups = int(index.max()) + 1
-    if groups < 2:
-        raise ValueError("a cluster bootstrap needs at least two clusters")
-    size = np.bincount(index, minlength=groups)
-    counts = {"wins": np.bincount(index, w, groups), "losses": np.bincount(index, lo, groups)}
-    counts["ties"] = size - counts["wins"] - counts["losses"]
-    draws = np.random.default_rng(seed).integers(0, groups, size=(int(n), groups))
-    drawn = size[draws].sum(1)
-    tails = [(1 - level) / 2, (1 + level) / 2]
-    out = {}
-    for name in ("wins", "ties", "losses"):
-        low, high = np.quantile(counts[name][draws].sum(1) / drawn, tails)
-        out[name] = WinRate(int(round(counts[name].sum())), len(w), float(low), float(high),
-                            level)
-    return out
 
 
 def ratio_interval(reference, other, n: int = 2000, seed: int = 0,

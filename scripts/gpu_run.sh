@@ -63,8 +63,8 @@ if [ "$PROFILE" = ci ]; then  # a dry run writes nothing into results/
 else
     BENCH=(--seed-steps 100) JSON=results
 fi
-step bench_train 60 $PY -m helpers.bench train "${BENCH[@]}" --json "$JSON/bench_train.json"
-step bench_sweep 60 $PY -m helpers.bench sweep --json "$JSON/bench_sweep.json"
+step bench_train 60 $PY -m helpers.study.bench train "${BENCH[@]}" --json "$JSON/bench_train.json"
+step bench_sweep 60 $PY -m helpers.study.bench sweep --json "$JSON/bench_sweep.json"
 # the lessons on the GPU, timed (results/series.json: lesson_gpu); a dry run uses their ci profile
 step lessons 150 $PY scripts/run_series.py --profile "$([ "$PROFILE" = ci ] && echo ci || echo auto)"
 

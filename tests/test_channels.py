@@ -1,4 +1,4 @@
-"""helpers.channels: residual (stage) channels pruned through every writer and reader."""
+"""helpers.study.channels: residual (stage) channels pruned through every writer and reader."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
-from helpers.channels import (
+from helpers.data import normalize
+from helpers.models import STAGE_WIDTHS, load_model, resnet20, save_model
+from helpers.study.channels import (
     STAGES,
     channel_features,
     prune_stage,
@@ -16,8 +18,6 @@ from helpers.channels import (
     refit_readers,
     writers,
 )
-from helpers.data import normalize
-from helpers.models import STAGE_WIDTHS, load_model, resnet20, save_model
 
 
 def _random_net(widths=None, seed: int = 0) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""helpers.latency (the latency model and the plan search under a latency budget) and
+"""helpers.study.latency (the latency model and the plan search under a latency budget) and
 helpers.study.latency_tables (measuring the tables)."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.latency import (
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
+from helpers.plans import BLOCKS
+from helpers.study.latency import (
     STAGES,
     candidate_stage_widths,
     candidate_widths,
@@ -25,8 +27,6 @@ from helpers.latency import (
     stage_key,
     stage_options,
 )
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
-from helpers.plans import BLOCKS
 
 COST = {b.name: b.macs_per_filter for b in BLOCKS}
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.latency import candidate_stage_widths, predict_ms
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS
 from helpers.study import latency_plans
+from helpers.study.latency import candidate_stage_widths, predict_ms
 from tests.test_latency import _loss, _with_residual, linear_table
 
 

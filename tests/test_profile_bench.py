@@ -3,10 +3,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import bench, paths
-from helpers.bench import seed_pipeline_seconds_per_epoch, seed_transform
+from helpers import paths
 from helpers.data import PILDataset
 from helpers.models import resnet20
+from helpers.study import bench
+from helpers.study.bench import seed_pipeline_seconds_per_epoch, seed_transform
 from helpers.study.profile import SIZES, NetworkSizes, outputs, resolve_profile
 from helpers.study.training import profile_config, profile_data, state_path
 

@@ -9,7 +9,6 @@ from scipy.stats import binom
 from helpers.stats import (
     PairedResult,
     accuracy_interval,
-    cluster_bootstrap_rate,
     format_accuracy,
     paired_test,
     ratio_interval,
@@ -17,6 +16,7 @@ from helpers.stats import (
     verdict,
     win_rate,
 )
+from helpers.study.sweep_results import cluster_bootstrap_rate
 
 
 def test_wilson_interval_by_its_formula():

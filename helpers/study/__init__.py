@@ -11,12 +11,16 @@
 - :mod:`helpers.study.sweep_plots` the block pruning sweep figures (strategy grids, heatmaps)
 - :mod:`helpers.study.network`  whole-network plans, prune_network, recovery, latency
 - :mod:`helpers.study.network_plots` the whole-network figures (Pareto, recovery, runtimes)
-- :mod:`helpers.study.latency_tables` measuring the latency tables of :mod:`helpers.latency`
+- :mod:`helpers.study.latency_tables` measuring the latency tables of :mod:`helpers.study.latency`
   in PyTorch and ONNX Runtime (``python -m helpers.study.latency_tables``)
 - :mod:`helpers.study.latency_plans` the network chosen by those tables under a latency budget,
   fine-tuned, scored and timed (``python -m helpers.study.latency_plans``)
 - :mod:`helpers.study.finetune` resumable fine-tuning with distillation, and a result cache
+- :mod:`helpers.study.channels` residual (stage) channels pruned through every writer and reader
+- :mod:`helpers.study.latency`  plans by time: a latency model of measured networks, search by
+  budget
+- :mod:`helpers.study.bench`    benchmarks of the trainer and of the sweep
+  (``python -m helpers.study.bench``)
 
-These modules import the core (:mod:`helpers`) and each other; no core module imports them
-(except :mod:`helpers.bench`, the top-layer benchmark).
+These modules import the core (:mod:`helpers`) and each other; no core module imports them.
 """

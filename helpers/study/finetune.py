@@ -70,8 +70,8 @@ def pruning_functions() -> tuple:
     strategies' filter choice and merge, the residual channels' pruning and refit, the conv2
     refit, the BN recalibration, and
     :mod:`helpers.study.network`'s whole-network pruning and scoring."""
-    from helpers import channels, metrics, pruning, refit
-    from helpers.study import network
+    from helpers import metrics, pruning, refit
+    from helpers.study import channels, network
 
     return (channels.writers, channels.readers, channels.channel_features, channels.prune_stage,
             channels.refit_readers, channels.prune_stages, refit.conv_normal_equations,

@@ -7,7 +7,7 @@ fine-tuning schedule and its selection and confirmation halves), then:
 
 1. measures, on the selection half, the sensitivity of every block to the clustering rule, the
    accuracy lost by removing each removable block, and the accuracy lost by narrowing each
-   stage's residual channels to each candidate width (:mod:`helpers.channels`, with refit
+   stage's residual channels to each candidate width (:mod:`helpers.study.channels`, with refit
    and recalibration; cached);
 2. asks the latency tables for the plans (conv1 widths and residual stage widths) of least
    predicted loss whose predicted time, in both runtimes at batch 256, is within the unpruned
@@ -35,16 +35,8 @@ import pandas as pd
 import torch
 
 from helpers import paths, stats
-from helpers.channels import STAGES, prune_stages
 from helpers.data import load_splits, selection_confirmation
 from helpers.device import default_device, device_name
-from helpers.latency import (
-    candidate_stage_widths,
-    predict_ms,
-    predicted_loss,
-    removal_aware_loss,
-    residual_latency_plans,
-)
 from helpers.metrics import count_macs, count_params
 from helpers.models import (
     BLOCK_NAMES,
@@ -56,6 +48,14 @@ from helpers.models import (
 )
 from helpers.plans import Sensitivity
 from helpers.study import finetune, network
+from helpers.study.channels import STAGES, prune_stages
+from helpers.study.latency import (
+    candidate_stage_widths,
+    predict_ms,
+    predicted_loss,
+    removal_aware_loss,
+    residual_latency_plans,
+)
 from helpers.study.latency_tables import in_runtime
 from helpers.study.profile import outputs, resolve_profile, sizes
 from helpers.train import finetune_config
@@ -92,7 +92,7 @@ def candidates(loss: Mapping[str, np.ndarray], latency: Mapping, speedup: float 
                stage_loss: Mapping[str, Mapping[int, float]] | None = None) -> list[Candidate]:
     """The ``n`` pairs (conv1 plan, stage widths) of least predicted loss within
     :func:`budgets` (or the given ``limit``, milliseconds per runtime) in every runtime, best
-    first (:func:`helpers.latency.residual_latency_plans`; without ``stage_loss``, the full
+    first (:func:`helpers.study.latency.residual_latency_plans`; without ``stage_loss``, the full
     stages only)."""
     limit = limit or budgets(latency, speedup, batch)
     return residual_latency_plans(loss, stage_loss or {}, [latency["tables"][r][batch]
@@ -111,7 +111,7 @@ def stage_sensitivity(model: torch.nn.Module, images: torch.Tensor, labels: torc
                       train_images: torch.Tensor, refit_images: int, recal_batches: int,
                       seed: int = 0) -> list[dict]:
     """Accuracy on ``images`` after narrowing one stage's residual channels to each candidate
-    width (:func:`helpers.channels.prune_stages`, refit and recalibration): one record per
+    width (:func:`helpers.study.channels.prune_stages`, refit and recalibration): one record per
     stage and width."""
     rows = []
     for s, stage in enumerate(STAGES):

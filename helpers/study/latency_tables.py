@@ -1,8 +1,8 @@
-"""Measuring the latency tables of :mod:`helpers.latency`, and checking their predictions.
+"""Measuring the latency tables of :mod:`helpers.study.latency`, and checking their predictions.
 
 A table of one runtime (PyTorch eager or ONNX Runtime, on the CPU) at one batch size times
 whole BN-folded ResNet20s: the unpruned one, and for every stage and every combination of its
-blocks' candidate widths (:func:`helpers.latency.stage_options`) the unpruned network with
+blocks' candidate widths (:func:`helpers.study.latency.stage_options`) the unpruned network with
 only that stage changed. The networks are timed in small groups, each interleaved round after
 round with the unpruned network (:func:`helpers.study.network.pooled_samples`, over several
 calls with new visiting orders); a stage's entry is the median over rounds of its network's
@@ -17,9 +17,9 @@ together than apart: ONNX Runtime converts a run of layers to and from its block
 once), while PyTorch's sums were within 8% in both.
 
 :func:`measure_residual` adds what narrowing the residual stages costs (the unpruned network
-with only its stage widths changed, every candidate combination: :mod:`helpers.channels`), and
+with only its stage widths changed, every candidate combination: :mod:`helpers.study.channels`), and
 :func:`check` then times a few whole networks the same way and compares their measured time
-with the table's prediction (:func:`helpers.latency.predict_ms`).
+with the table's prediction (:func:`helpers.study.latency.predict_ms`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.latency import (
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, resnet20
+from helpers.onnx_runtime import to_onnxruntime
+from helpers.study.latency import (
     STAGES,
     predict_ms,
     residual_options,
@@ -40,8 +42,6 @@ from helpers.latency import (
     stage_key,
     stage_options,
 )
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, resnet20
-from helpers.onnx_runtime import to_onnxruntime
 from helpers.study.network import fold_bn, latency_table, pooled_samples
 
 RUNTIMES = ("pytorch", "onnxruntime")
@@ -134,7 +134,7 @@ def measure_residual(runtime: str, batch_size: int, repeats: int = 5, calls: int
                      group: int = GROUP) -> dict[str, float]:
     """The ``"residual"`` entries of a table: ``{"r1,r2,r3": ms}``, the median per-round change
     of the unpruned network's time when only its stages are narrowed to those residual widths
-    (:func:`helpers.latency.residual_options`; 0 at full width), timed as :func:`measure`."""
+    (:func:`helpers.study.latency.residual_options`; 0 at full width), timed as :func:`measure`."""
     torch.manual_seed(seed)
     todo = [(stage_key(r), DEFAULT_WIDTHS, r) for r in residual_options() if r != STAGE_WIDTHS]
     deltas, _ = _deltas(todo, runtime, batch_size, repeats, calls, threads, shortcut, group)
@@ -196,7 +196,7 @@ CHECK_PLANS = {  # whole networks the tables are checked against (see check)
     "uniform 70%": (8, 8, 8, 8, 8, 8, 16, 16, 16),
     "three removed": (16, 0, 0, 32, 0, 16, 64, 32, 32),  # removed neighbours
     "deep cut": (8, 0, 0, 16, 0, 8, 32, 0, 16),  # changes in every stage
-    # narrower residual stages (helpers.channels), alone and with conv1 widths and removals
+    # narrower residual stages (helpers.study.channels), alone and with conv1 widths and removals
     "stages 16,16,48": (DEFAULT_WIDTHS, (16, 16, 48)),
     "stages 8,32,32, cut": ((16, 0, 16, 32, 0, 32, 64, 64, 0), (8, 32, 32)),
 }

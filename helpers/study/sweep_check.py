@@ -4,7 +4,7 @@
 network, prune (and refit) it, recalibrate the whole network, and push the images through a
 ``DataLoader`` with torchvision transforms, 100 at a time. It is the reference the cached
 :class:`helpers.study.sweep.BlockSweep` must match (up to float rounding; the tests and notebook 04
-check it), and :func:`benchmark` (``python -m helpers.bench sweep``) times both side by side.
+check it), and :func:`benchmark` (``python -m helpers.study.bench sweep``) times both side by side.
 Records and comparisons live in :mod:`helpers.study.sweep_results`.
 """
 

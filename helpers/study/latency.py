@@ -57,7 +57,7 @@ def candidate_widths(block: str) -> tuple[int, ...]:
 
 
 def candidate_stage_widths(stage: str) -> tuple[int, ...]:
-    """The residual widths a latency table measures for ``stage`` (:mod:`helpers.channels`):
+    """The residual widths a latency table measures for ``stage`` (:mod:`helpers.study.channels`):
     the channel-blocked widths up to the stage's full width."""
     stage_blocks(stage)  # an unknown stage: the error names the valid ones
     return _blocked(STAGE_WIDTHS[STAGES.index(stage)])
@@ -112,7 +112,7 @@ def predict_ms(table: Mapping, plan: Sequence[int],
         key = stage_key(widths)
         if key not in t["stages"][stage]:
             raise ValueError(f"the table has no time for {stage} at widths {key} (the candidate "
-                             f"widths: helpers.latency.candidate_widths)")
+                             f"widths: helpers.study.latency.candidate_widths)")
         total += t["stages"][stage][key]
     return total
 
@@ -177,7 +177,7 @@ def narrowed_table(table: Mapping, stage_widths: Sequence[int]) -> dict:
         key = stage_key(stage_widths)
         if key not in table.get("residual", {}):
             raise ValueError(f"the table has no time for residual widths {key} (the candidate "
-                             f"widths: helpers.latency.candidate_stage_widths)")
+                             f"widths: helpers.study.latency.candidate_stage_widths)")
         extra = float(table["residual"][key])
     return {"dense_ms": float(table["dense_ms"]) + extra,
             "stages": {s: {k: float(v) * r / full for k, v in table["stages"][s].items()}

@@ -1,7 +1,7 @@
 """Benchmarks that measure both sides of a comparison in one run, on one machine.
 
-    python -m helpers.bench train   # fp32 vs bf16 (vs CUDA graph) training steps; seed pipeline
-    python -m helpers.bench sweep   # cached block-pruning sweep vs the naive one
+    python -m helpers.study.bench train   # fp32 vs bf16 (vs CUDA graph) steps; seed pipeline
+    python -m helpers.study.bench sweep   # cached block-pruning sweep vs the naive one
 
 Each prints the measured numbers and their ratios; ``--json FILE`` also writes them.
 """
@@ -158,7 +158,7 @@ COMMANDS = {"train": bench_train, "sweep": bench_sweep}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m helpers.study.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
