@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, REMOVABLE, STAGE_WIDTHS, resnet20
 from helpers.plans import BLOCKS
 from helpers.study.latency import (
     STAGES,
@@ -163,6 +163,35 @@ def test_predict_ms_with_narrowed_stages_adds_the_residual_change_and_scales_the
         predict_ms(linear_table(), plan, stages)  # a table without residual entries
 
 
+def test_predict_ms_of_narrowed_stages_on_a_table_worked_by_hand():
+    """Numbers worked out on paper, not the code's formula again: unpruned 10 ms; narrowing
+    the stages to (8, 16, 48) saves 1.5 ms; layer1 at (8, 0, 8) saves 2 ms at full width, so
+    half of it (8 of 16 channels kept) = 1 ms; layer3 at (32, 64, 64) saves 0.8 ms at full
+    width, three quarters (48 of 64) = 0.6 ms; layer2 unchanged. 10 - 1.5 - 1 - 0.6 = 6.9."""
+    stages = {s: {stage_key(w): 0.0 for w in stage_options(s)} for s in STAGES}
+    stages["layer1"]["8,0,8"], stages["layer3"]["32,64,64"] = -2.0, -0.8
+    table = {"dense_ms": 10.0, "stages": stages, "residual": {"8,16,48": -1.5}}
+    plan = (8, 0, 8, 32, 32, 32, 32, 64, 64)
+    assert predict_ms(table, plan, (8, 16, 48)) == pytest.approx(6.9)
+    assert predict_ms(table, plan) == pytest.approx(7.2)  # full stages: 10 - 2 - 0.8
+
+
+def test_residual_latency_plans_raise_on_a_missing_loss_or_time():
+    """A stage given without a loss at some candidate width, or narrowed widths the tables did
+    not time, is an error naming the fix, not a plan silently left out (issue 29)."""
+    tables = [_with_residual(linear_table())]
+    budgets = [predict_ms(tables[0], DEFAULT_WIDTHS) / 1.3]
+    full = {s: {r: 0.01 for r in candidate_stage_widths(s)[:-1]} for s in STAGES}
+    assert residual_latency_plans(_loss(), full, tables, budgets)
+    with pytest.raises(ValueError, match=r"no loss measured for layer3 at residual widths \[32"):
+        residual_latency_plans(_loss(), full | {"layer3": {16: 0.01}}, tables, budgets)
+    with pytest.raises(ValueError, match="no time for residual widths"):
+        residual_latency_plans(_loss(), full, [linear_table()], budgets)
+    # a stage absent from stage_loss stays full: only layer1 narrowed here
+    got = residual_latency_plans(_loss(), {"layer1": full["layer1"]}, tables, budgets, n=5)
+    assert all(r[1:] == STAGE_WIDTHS[1:] for _, r in got)
+
+
 def test_residual_latency_plans_is_the_exact_optimum_over_plans_and_stages():
     """Brute force over two widths per block and every residual option: the search's pair is
     the best, and a narrower stage is taken only when it pays."""
@@ -250,6 +279,10 @@ def test_measure_takes_the_median_per_round_change(monkeypatch):
     assert table["stages"]["layer3"]["16,64,64"] == -1.0
     assert table["stages"]["layer3"]["64,64,64"] == 0.0 and table["stages"]["layer2"]["8,0,0"] == 0
     assert predict_ms(table, (16, 0, 16, 32, 32, 32, 16, 64, 64)) == 7.0
+    # the same change as a fraction of the unpruned network's time in the same rounds
+    assert table["fractions"]["layer1"]["16,0,16"] == pytest.approx(-0.2)
+    assert table["fractions"]["layer3"]["16,64,64"] == pytest.approx(-0.1)
+    assert table["fractions"]["layer3"]["64,64,64"] == 0.0
 
 
 def test_measure_residual_times_every_narrowed_stage_combination(monkeypatch):
@@ -268,6 +301,9 @@ def test_measure_residual_times_every_narrowed_stage_combination(monkeypatch):
     got = latency_tables.measure_residual("pytorch", 256, repeats=2, calls=1)
     assert set(got) == {stage_key(r) for r in residual_options()}
     assert got["16,32,64"] == 0.0 and got["8,16,48"] == pytest.approx(-0.1 * (8 + 16 + 16))
+    both = latency_tables.residual_entries("pytorch", 256, repeats=2, calls=1)
+    assert both["residual"] == got
+    assert both["residual_fractions"]["8,16,48"] == pytest.approx(-0.1 * 40 / 10.0)
 
 
 def test_measured_networks_run_in_both_runtimes():
@@ -283,6 +319,85 @@ def test_measured_networks_run_in_both_runtimes():
     assert torch_net(x).shape == onnx_net(x).shape == (2, 10)
     with pytest.raises(ValueError, match="runtime must be one of"):
         network(plan, "tensorrt", 1)
+
+
+def test_in_runtime_can_turn_onnx_runtimes_spinning_off():
+    import torch
+
+    from helpers.study.latency_tables import in_runtime
+
+    model = resnet20("conv3x3", (8, 0, 8, 16, 16, 16, 32, 32, 32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    quiet, spinning = in_runtime(model, "onnxruntime", 1, spin=False), in_runtime(
+        model, "onnxruntime", 1)
+    entry = "session.intra_op.allow_spinning"
+    assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # the default
+        spinning.session.get_session_options().get_session_config_entry(entry)
+    assert torch.allclose(quiet(x), spinning(x), atol=1e-5)
+
+
+def _fake_run(speedups):
+    """A stand-in for a timing process: process ``p`` measures ``speedups[p]`` for "pruned"
+    (the unpruned network: 10 ms), in each runtime it is given."""
+    calls = []
+
+    def run(spec, runtimes, batch_sizes, repeats, calls_, threads, reference, spin, seed):
+        calls.append((tuple(runtimes), seed, spin, threads))
+        return [{"runtime": r, "model": m, "batch_size": b, "threads": threads, "rounds": repeats,
+                 "median_ms": 10.0 / (speedups[seed] if m == "pruned" else 1.0),
+                 "speedup": speedups[seed] if m == "pruned" else 1.0}
+                for r in runtimes for b in batch_sizes for m in spec]
+    return run, calls
+
+
+def test_process_timings_run_fresh_processes_in_turn_and_verdicts_read_their_spread():
+    from helpers.study import latency_tables as lt
+
+    spec = {"unpruned": {"widths": None}, "pruned": {"widths": (8,) * 9}}
+    run, calls = _fake_run([1.55, 1.48, 1.62])
+    table = lt.process_timings(spec, processes=3, threads=2, run=run)
+    assert [c[1] for c in calls] == [0, 1, 2]  # three processes, one after the other
+    assert [c[0][0] for c in calls] == ["pytorch", "onnxruntime", "pytorch"]  # in turn
+    assert all(c[2] is False and c[3] == 2 for c in calls)  # no spinning, the threads asked
+    summary = lt.process_summary(table, 1.5).set_index(["runtime", "model"])
+    row = summary.loc[("onnxruntime", "pruned")]
+    assert (row.speedup, row.speedup_low, row.speedup_high) == (1.55, 1.48, 1.62)
+    assert row.processes == 3 and row.verdict == "not decided"  # 1.48 < 1.5 <= 1.62
+    assert lt.verdict([1.51, 1.6, 1.7], 1.5) == "met"
+    assert lt.verdict([1.2, 1.3, 1.49], 1.5) == "missed"
+    assert lt.verdict([1.49, 1.6, 1.7], 1.5) == "not decided"  # one process short: undecided
+    with pytest.raises(ValueError, match="at least 3"):
+        lt.verdict([1.6, 1.7], 1.5)  # two processes cannot give a verdict
+    with pytest.raises(ValueError, match="at least 3"):
+        lt.process_timings(spec, processes=2, run=run)
+    with pytest.raises(ValueError, match="reference"):
+        lt.process_timings({"pruned": {}}, run=run)
+
+
+def test_a_timing_process_is_a_fresh_interpreter():
+    from helpers.study import latency_tables as lt
+
+    rows = lt.in_fresh_process({"unpruned": {"widths": None},
+                                "pruned": {"widths": (8, 0, 8, 16, 16, 16, 32, 32, 32)}},
+                               ["pytorch"], [1], 2, 1, 1, "unpruned")
+    assert [(r["runtime"], r["model"], r["threads"]) for r in rows] == [
+        ("pytorch", "unpruned", 1), ("pytorch", "pruned", 1)]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["median_ms"] > 0
+    with pytest.raises(RuntimeError, match="timing process failed"):
+        lt.in_fresh_process({"unpruned": "/no/such/checkpoint.pt"}, ["pytorch"], [1], 1, 1, 1,
+                            "unpruned")
+
+
+def test_machine_names_the_cpu_threads_and_versions(monkeypatch):
+    from helpers import device
+    from helpers.study import latency_tables as lt
+
+    assert lt.machine(2)["cpu"] == device.cpu_model() and lt.machine(2)["threads"] == 2
+    assert {"torch_version", "onnxruntime_version"} <= set(lt.machine())
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError))
+    monkeypatch.setattr(device.platform, "processor", lambda: "Some CPU")
+    assert device.cpu_model() == "Some CPU"  # no /proc/cpuinfo: platform.processor()
 
 
 def test_check_compares_prediction_and_measurement(monkeypatch):
@@ -312,10 +427,38 @@ def test_check_compares_prediction_and_measurement(monkeypatch):
     assert rows[1]["measured_ms"] == pytest.approx(2 * rows[1]["predicted_ms"])
 
 
+def test_the_tolerance_check_flags_a_seeded_error():
+    from helpers.study.latency_tables import TOLERANCE, outside_tolerance
+
+    rows = [{"batch_size": 256, "error": 0.05}, {"batch_size": 1, "error": -0.2}]
+    assert outside_tolerance(rows) == []
+    seeded = [*rows, {"batch_size": 256, "error": -(TOLERANCE[256] + 0.01)}]
+    assert outside_tolerance(seeded) == seeded[2:]
+    assert TOLERANCE == {256: 0.10, 1: 0.25}  # fixed on TOLERANCE_FIXED, before a check
+
+
+def test_check_plans_narrow_stages_whose_conv1_widths_change():
+    """Two check networks exercise the scaling of a stage's entries by the residual channels
+    it keeps: a narrowed stage whose blocks' conv1 widths differ from the full ones."""
+    from helpers.study.latency_tables import CHECK_PLANS
+
+    def scaled(plan):
+        if len(plan) != 2:
+            return set()
+        widths, stages = plan
+        return {s for i, (s, r, full) in enumerate(zip(STAGES, stages, STAGE_WIDTHS,
+                                                       strict=True))
+                if r != full and tuple(widths[3 * i:3 * i + 3]) != DEFAULT_WIDTHS[3 * i:3 * i + 3]}
+
+    exercised = [name for name, plan in CHECK_PLANS.items() if scaled(plan)]
+    assert len(exercised) >= 2
+    assert set().union(*(scaled(CHECK_PLANS[n]) for n in exercised)) == set(STAGES)
+
+
 def test_committed_latency_tables_predict_the_measured_networks():
-    """results/latency.json: every checked plan's predicted time is within the tolerance the
-    module states of its measured time (both measured on the same machine, in one run)."""
-    from helpers.study.latency_tables import TOLERANCE
+    """results/latency.json: every checked plan's predicted speed-up is within the tolerance
+    the module fixed before the check was measured."""
+    from helpers.study.latency_tables import TOLERANCE_FIXED, outside_tolerance
 
     path = paths.RESULTS / "latency.json"
     if not path.exists():
@@ -324,11 +467,15 @@ def test_committed_latency_tables_predict_the_measured_networks():
     assert {"cpu", "threads", "torch_version", "onnxruntime_version"} <= set(result)
     assert set(result["tables"]) == {"pytorch", "onnxruntime"}
     assert len({r["plan"] for r in result["checks"]}) >= 3
-    for r in result["checks"]:
-        assert abs(r["error"]) <= TOLERANCE[r["batch_size"]], r
     # the tables cover every stage option, in both runtimes and batch sizes
     for by_batch in result["tables"].values():
         assert set(by_batch) == {"256", "1"}
         for table in by_batch.values():
             for stage in STAGES:
                 assert set(table["stages"][stage]) == {stage_key(w) for w in stage_options(stage)}
+    checked = result.get("checked", result)["date"]
+    if checked < TOLERANCE_FIXED:
+        pytest.skip(f"the committed checks ({checked}) were measured before the tolerances were "
+                    f"fixed ({TOLERANCE_FIXED}); the next check run tests them (python -m "
+                    f"helpers.study.latency_tables --check-only)")
+    assert outside_tolerance(result["checks"]) == []

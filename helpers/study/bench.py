@@ -2,6 +2,7 @@
 
     python -m helpers.study.bench train   # fp32 vs bf16 (vs CUDA graph) steps; seed pipeline
     python -m helpers.study.bench sweep   # cached block-pruning sweep vs the naive one
+    python -m helpers.study.bench latency # the committed networks' speed-ups on this CPU
 
 Each prints the measured numbers and their ratios; ``--json FILE`` also writes them.
 """
@@ -154,7 +155,49 @@ def bench_sweep(args) -> dict:
     return benchmark(device=args.device, root=args.root)
 
 
-COMMANDS = {"train": bench_train, "sweep": bench_sweep}
+LATENCY_NETWORKS = {"unpruned": "resnet20.pt", "50% MACs": "resnet20_pruned50.pt",
+                    "latency": "resnet20_latency.pt"}  # in checkpoints/; the first: reference
+
+
+def bench_latency(args) -> dict:
+    """The committed networks, BN-folded, against the unpruned one on this CPU, in PyTorch and
+    ONNX Runtime at the same thread count: ``--processes`` fresh processes (at least 3) of
+    ``--rounds`` interleaved rounds each (:func:`helpers.study.latency_tables.process_timings`,
+    ONNX Runtime's threads not spinning between runs: see
+    :func:`helpers.study.latency_tables.in_runtime`); a verdict against the 1.5x goal reads the
+    spread between the processes. About a minute on 2 idle cores at the defaults."""
+    from helpers import paths
+    from helpers.study.latency_plans import GOAL
+    from helpers.study.latency_tables import RUNTIMES, machine, process_summary, process_timings
+
+    spec = {name: str(paths.CHECKPOINTS / f) for name, f in LATENCY_NETWORKS.items()
+            if (paths.CHECKPOINTS / f).exists()}
+    if "unpruned" not in spec:
+        raise SystemExit(f"no {paths.CHECKPOINTS / LATENCY_NETWORKS['unpruned']}: the unpruned "
+                         f"network is the reference (make checkpoints, or study/02)")
+    batches = (256, 1) if args.batch1 else (256,)
+    start = time.perf_counter()
+    per = process_timings(spec, RUNTIMES, batches, args.processes, args.rounds, 1, args.threads)
+    table = process_summary(per, GOAL)
+    out = machine(args.threads) | {"processes": args.processes, "rounds": args.rounds,
+                                   "ort_spinning": False, "goal_speedup": GOAL,
+                                   "seconds": round(time.perf_counter() - start, 1),
+                                   "rows": table.to_dict("records")}
+    print(f"on {out['cpu']}, {args.threads} threads (torch {out['torch_version']}, onnxruntime "
+          f"{out['onnxruntime_version']}): BN-folded networks against the unpruned one, "
+          f"{args.processes} fresh processes x {args.rounds} interleaved rounds, in "
+          f"{out['seconds']:g} s")
+    print("speed-up: median of the processes' medians (slowest-fastest process); verdict "
+          f"against {GOAL:g}x: met if the slowest process reaches it, missed if the fastest "
+          "does not")
+    for r in table.itertuples():
+        print(f"  {r.runtime:12s} batch {r.batch_size:3d} {r.model:9s} {r.median_ms:8.2f} ms  "
+              f"{r.speedup:.2f}x ({r.speedup_low:.2f}-{r.speedup_high:.2f})"
+              + ("" if r.model == "unpruned" else f"  {r.verdict}"))
+    return out
+
+
+COMMANDS = {"train": bench_train, "sweep": bench_sweep, "latency": bench_latency}
 
 
 def main(argv=None) -> None:
@@ -165,13 +208,20 @@ def main(argv=None) -> None:
     parser.add_argument("--root", default=None, help="CIFAR-10 root (default: $CIFAR10_ROOT)")
     parser.add_argument("--batch-size", type=int, default=256, help="training batch (train)")
     parser.add_argument("--steps", type=int, default=5, help="steps per round (train)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (train)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds (train: 3, latency: 15 per process)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (latency)")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="fresh timing processes, at least 3 (latency)")
+    parser.add_argument("--batch1", action="store_true", help="also time batch 1 (latency)")
     parser.add_argument("--seed-steps", type=int, default=20,
                         help="seed-pipeline batches to time, 0 to skip (train)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="use only the first N training images (quick runs)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 15 if args.command == "latency" else 3
     out = COMMANDS[args.command](args)
     if args.json:
         with open(args.json, "w") as f:

@@ -94,6 +94,20 @@ def measuring_functions() -> tuple:
             network.speed_table, network.speedups, compare_step_seconds)
 
 
+def latency_functions() -> tuple:
+    """What measures and chooses a latency plan (looked up when called): the ONNX Runtime
+    export and session, the networks in each runtime, the timings, the stage sensitivity and
+    the plan search (:mod:`helpers.study.latency_plans`' cache keys)."""
+    from helpers import onnx_runtime
+    from helpers.study import latency, latency_plans, latency_tables
+
+    return (onnx_runtime, latency_tables.in_runtime, latency_tables.network,
+            latency_tables.time_in_process, latency_plans.timings,
+            latency_plans.stage_sensitivity, latency_plans.choose, latency.predict_ms,
+            latency.narrowed_table, latency.latency_plans, latency.residual_latency_plans,
+            latency.predicted_loss, latency.removal_aware_loss)
+
+
 def training_functions() -> tuple:
     """The trainer a fine-tuning run is made by (looked up when called)."""
     from helpers import train as t

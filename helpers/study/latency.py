@@ -203,17 +203,26 @@ def residual_latency_plans(loss: Mapping[str, np.ndarray], stage_loss: Mapping[s
     of least predicted loss within every budget, best first.
 
     ``stage_loss[stage][r]``: the accuracy lost (fraction) by narrowing ``stage`` alone to
-    ``r`` residual channels (widths it lacks are not candidates). A pair's loss is
-    :func:`predicted_loss`; its time is predicted by :func:`narrowed_table`.
+    ``r`` residual channels. A stage absent from ``stage_loss`` stays at its full width; a
+    stage given must have a loss for every candidate width, and the tables a time for every
+    combination of the stages given (else ValueError: a missing measurement is an error, not a
+    plan left out). A pair's loss is :func:`predicted_loss`; its time is predicted by
+    :func:`narrowed_table`.
     """
+    for s, by_width in stage_loss.items():
+        missing = [r for r in candidate_stage_widths(s)[:-1] if r not in by_width]
+        if missing:
+            raise ValueError(f"no loss measured for {s} at residual widths {missing} (measure "
+                             f"them: helpers.study.latency_plans.stage_sensitivity)")
     found = []
     for widths in residual_options():
         narrowed = [(s, r) for s, r, full in zip(STAGES, widths, STAGE_WIDTHS, strict=True)
                     if r != full]
-        if narrowed and not (all(r in stage_loss.get(s, {}) for s, r in narrowed)
-                             and all(stage_key(widths) in t.get("residual", {})
-                                     for t in tables)):
-            continue  # no loss measured, or no time, for these stage widths
+        if any(s not in stage_loss for s, _ in narrowed):
+            continue  # a stage without losses given stays at its full width
+        if narrowed and not all(stage_key(widths) in t.get("residual", {}) for t in tables):
+            raise ValueError(f"a table has no time for residual widths {stage_key(widths)} "
+                             f"(python -m helpers.study.latency_tables --residual-only)")
         scaled = [narrowed_table(t, widths) for t in tables]
         for plan in latency_plans(loss, scaled, budgets_ms, n, tie_break):
             ms = sum(predict_ms(t, plan) for t in scaled)

@@ -20,20 +20,34 @@ once), while PyTorch's sums were within 8% in both.
 with only its stage widths changed, every candidate combination: :mod:`helpers.study.channels`), and
 :func:`check` then times a few whole networks the same way and compares their measured time
 with the table's prediction (:func:`helpers.study.latency.predict_ms`).
+
+Every table and check names the CPU it ran on (:func:`machine`): speed-ups differ between CPUs
+by more than their intervals. A speed-up that decides a goal is timed in at least three fresh
+processes, one after another, each interleaving the networks (:func:`process_timings`): its
+verdict (:func:`verdict`) reads the spread between the processes, which also holds what a new
+process changes (memory layout, thread placement, the machine's load), not a within-run
+bootstrap alone.
 """
 
 from __future__ import annotations
 
-import platform
-from collections.abc import Mapping, Sequence
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, resnet20
-from helpers.onnx_runtime import to_onnxruntime
+from helpers.device import cpu_model
+from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, load_model, resnet20
+from helpers.onnx_runtime import OnnxModel, export, to_onnxruntime
 from helpers.study.latency import (
     STAGES,
     predict_ms,
@@ -46,13 +60,17 @@ from helpers.study.network import fold_bn, latency_table, pooled_samples
 
 RUNTIMES = ("pytorch", "onnxruntime")
 # The relative error of a predicted speed-up allowed for a whole network, by batch size (see
-# check). The model is additive across stages and ignores how they interact, and every check is
-# itself a timing on a shared host: two check runs of the committed tables found errors up to
-# 9.0% and 11.4% at batch 256 (ONNX Runtime, "uniform 70%"), the batch the plans are chosen at,
-# hence 15%; a third, with two networks of narrowed stages added, 8.4%. At batch 1 a pass lasts
-# under a millisecond and timings swing with the host (up to 16.5%, 34% and 18.6% in ONNX
-# Runtime): 40%, and the batch-1 tables are descriptive only.
-TOLERANCE = {256: 0.15, 1: 0.40}
+# check). The earlier bounds (15% at batch 256, 40% at batch 1) were set after the errors they
+# admitted had been seen. These are fixed on TOLERANCE_FIXED from what the tables are for, not
+# from the committed errors, and only a check run measured after that date tests them:
+# - batch 256, 10%: plans are chosen at batch 256 by their predicted speed-up against a goal
+#   (1.5x, helpers.study.latency_plans); a plan predicted to just reach it must then measure
+#   within a tenth of it, else the tables cannot say whether a plan meets the goal.
+# - batch 1, 25%: the batch-1 tables are descriptive only (no plan is chosen there, and a pass
+#   lasts under a millisecond); a quarter is the widest error at which they still order the
+#   plans whose speed-ups differ by a quarter (1.2x against 1.5x).
+TOLERANCE = {256: 0.10, 1: 0.25}
+TOLERANCE_FIXED = "2026-12-06"  # checks measured before this date predate the bounds
 GROUP = 8  # variants timed together with the unpruned network (see measure)
 
 
@@ -71,13 +89,29 @@ def variants() -> dict[str, tuple[int, ...]]:
     return out
 
 
-def in_runtime(module: nn.Module, runtime: str, threads: int) -> nn.Module:
-    """``module`` as it is (PyTorch eager) or exported to an ONNX Runtime session."""
+def in_runtime(module: nn.Module, runtime: str, threads: int, spin: bool = True) -> nn.Module:
+    """``module`` as it is (PyTorch eager) or exported to an ONNX Runtime session.
+
+    ``spin=False`` turns off the spin-waiting of ONNX Runtime's intra-op threads
+    (``session.intra_op.allow_spinning = "0"``). By default those threads keep spinning on
+    the cores for a while after a run, waiting for more work; when several sessions are timed
+    in turn (interleaved rounds), one session's spinning threads then compete with the next
+    session's run on 2 cores, and which session pays depends on the visiting order. Without
+    spinning, idle threads sleep; a run then pays a wake-up per parallel section instead.
+    """
     if runtime == "pytorch":
         return module
-    if runtime == "onnxruntime":
+    if runtime != "onnxruntime":
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if spin:
         return to_onnxruntime(module, threads)
-    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    model = OnnxModel(graph := export(module), threads)
+    options = ort.SessionOptions()  # OnnxModel's options, with spinning off
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return model
 
 
 def network(widths: Sequence[int], runtime: str, threads: int, shortcut: str = "conv3x3",
@@ -90,11 +124,12 @@ def network(widths: Sequence[int], runtime: str, threads: int, shortcut: str = "
 
 def _deltas(todo: Sequence[tuple[str, Sequence[int], Sequence[int] | None]], runtime: str,
             batch_size: int, repeats: int, calls: int, threads: int, shortcut: str,
-            group: int) -> tuple[dict[str, float], list[float]]:
+            group: int) -> tuple[dict[str, float], dict[str, float], list[float]]:
     """Each network of ``todo`` (name, conv1 widths, stage widths) timed ``group`` at a time
-    against the unpruned network: the median per-round change by name, and every unpruned
-    sample."""
-    deltas, dense_all = {}, []
+    against the unpruned network: the median per-round change by name (milliseconds), the
+    median per-round change as a fraction of the unpruned network's time in the same round,
+    and every unpruned sample."""
+    deltas, fractions, dense_all = {}, {}, []
     for start in tqdm(range(0, len(todo), group), desc=f"{runtime}, batch {batch_size}",
                       leave=False):
         nets = {"unpruned": network(DEFAULT_WIDTHS, runtime, threads, shortcut)}
@@ -104,14 +139,18 @@ def _deltas(todo: Sequence[tuple[str, Sequence[int], Sequence[int] | None]], run
         dense = np.asarray(samples.pop("unpruned"))
         dense_all += list(dense)
         deltas |= {n: float(np.median(np.asarray(ms) - dense)) for n, ms in samples.items()}
-    return deltas, dense_all
+        fractions |= {n: float(np.median(np.asarray(ms) / dense - 1))
+                      for n, ms in samples.items()}
+    return deltas, fractions, dense_all
 
 
 def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, threads: int = 2,
             shortcut: str = "conv3x3", seed: int = 0, group: int = GROUP) -> dict:
     """The latency table of one runtime and batch size: ``{"dense_ms", "stages": {stage:
-    {"k0,k1,k2": ms}}, "rounds"}`` (milliseconds; a stage's entry is the median per-round
-    change of the whole network's time, 0 at full width).
+    {"k0,k1,k2": ms}}, "fractions": {stage: {"k0,k1,k2": f}}, "rounds"}`` (milliseconds; a
+    stage's entry is the median per-round change of the whole network's time, 0 at full width;
+    ``fractions``: the same change as a fraction of the unpruned network's time in the same
+    rounds, which a later run's ``dense_ms`` can scale without mixing runs).
 
     The variants are timed ``group`` at a time, each group interleaved with the unpruned
     network, as few networks as a deployment comparison times: interleaving all 173 at once
@@ -120,13 +159,15 @@ def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, thr
     """
     torch.manual_seed(seed)
     todo = [(n, w, None) for n, w in variants().items() if n != "unpruned"]
-    deltas, dense_all = _deltas(todo, runtime, batch_size, repeats, calls, threads, shortcut,
-                                group)
+    deltas, fractions, dense_all = _deltas(todo, runtime, batch_size, repeats, calls, threads,
+                                           shortcut, group)
     stages = {stage: {stage_key(w): 0.0 for w in stage_options(stage)} for stage in STAGES}
+    shares = {stage: {stage_key(w): 0.0 for w in stage_options(stage)} for stage in STAGES}
     for name, ms in deltas.items():
         stage, key = name.split(":")
-        stages[stage][key] = ms
-    return {"dense_ms": float(np.median(dense_all)), "stages": stages, "rounds": repeats * calls}
+        stages[stage][key], shares[stage][key] = ms, fractions[name]
+    return {"dense_ms": float(np.median(dense_all)), "stages": stages, "fractions": shares,
+            "rounds": repeats * calls}
 
 
 def measure_residual(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2,
@@ -134,11 +175,24 @@ def measure_residual(runtime: str, batch_size: int, repeats: int = 5, calls: int
                      group: int = GROUP) -> dict[str, float]:
     """The ``"residual"`` entries of a table: ``{"r1,r2,r3": ms}``, the median per-round change
     of the unpruned network's time when only its stages are narrowed to those residual widths
-    (:func:`helpers.study.latency.residual_options`; 0 at full width), timed as :func:`measure`."""
+    (:func:`helpers.study.latency.residual_options`; 0 at full width), timed as :func:`measure`
+    (:func:`residual_entries` also gives them as fractions of the unpruned time)."""
+    return residual_entries(runtime, batch_size, repeats, calls, threads, shortcut, seed,
+                            group)["residual"]
+
+
+def residual_entries(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2,
+                     threads: int = 2, shortcut: str = "conv3x3", seed: int = 0,
+                     group: int = GROUP) -> dict[str, dict[str, float]]:
+    """``{"residual": {"r1,r2,r3": ms}, "residual_fractions": {"r1,r2,r3": fraction}}``: see
+    :func:`measure_residual`; the fractions are of the unpruned network's time in the same
+    rounds (a run's milliseconds added to another run's ``dense_ms`` mix two machines' speeds)."""
     torch.manual_seed(seed)
     todo = [(stage_key(r), DEFAULT_WIDTHS, r) for r in residual_options() if r != STAGE_WIDTHS]
-    deltas, _ = _deltas(todo, runtime, batch_size, repeats, calls, threads, shortcut, group)
-    return {stage_key(STAGE_WIDTHS): 0.0, **deltas}
+    deltas, fractions, _ = _deltas(todo, runtime, batch_size, repeats, calls, threads,
+                                   shortcut, group)
+    full = stage_key(STAGE_WIDTHS)
+    return {"residual": {full: 0.0, **deltas}, "residual_fractions": {full: 0.0, **fractions}}
 
 
 def check(tables: Mapping[str, Mapping[int, Mapping]], plans: Mapping[str, Sequence[int]],
@@ -174,19 +228,122 @@ def check(tables: Mapping[str, Mapping[int, Mapping]], plans: Mapping[str, Seque
     return rows
 
 
-def machine() -> dict:
-    """What a latency table was measured on: processor, threads and library versions."""
+def outside_tolerance(checks: Sequence[Mapping]) -> list[Mapping]:
+    """The rows of :func:`check` whose error exceeds :data:`TOLERANCE` at their batch size."""
+    return [r for r in checks if abs(r["error"]) > TOLERANCE[int(r["batch_size"])]]
+
+
+def machine(threads: int | None = None) -> dict:
+    """What a timing was measured on: the CPU model (:func:`helpers.device.cpu_model`), the
+    thread count (when given) and the library versions."""
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith(
-                "model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "torch_version": torch.__version__,
-            "onnxruntime_version": onnxruntime.__version__}
+    return {"cpu": cpu_model(), **({} if threads is None else {"threads": int(threads)}),
+            "torch_version": torch.__version__, "onnxruntime_version": onnxruntime.__version__}
+
+
+PROCESSES = 3  # fresh timing processes a verdict needs at least (see verdict)
+Spec = Mapping[str, "str | Mapping"]  # name: checkpoint path, or resnet20 keyword arguments
+
+
+def _build(spec: str | Mapping) -> nn.Module:
+    """A network of a :data:`Spec`: a checkpoint's (:func:`helpers.models.load_model`), or a
+    fresh ``resnet20(**spec)`` (time depends on the widths, not the weights)."""
+    if isinstance(spec, str):
+        return load_model(spec, "cpu")
+    return resnet20(spec.get("shortcut", "conv3x3"), spec.get("widths"),
+                    stage_widths=spec.get("stage_widths"))
+
+
+def time_in_process(spec: Spec, runtimes: Sequence[str], batch_sizes: Sequence[int],
+                    repeats: int, calls: int, threads: int, reference: str, spin: bool = False,
+                    seed: int = 0) -> list[dict]:
+    """The networks of ``spec``, BN-folded, timed interleaved against ``reference``
+    (:func:`helpers.study.network.latency_table`) in each runtime, one after the other, at each
+    batch size, in this process: rows of ``runtime, model, batch_size, threads, rounds,
+    median_ms, speedup, ...``."""
+    torch.manual_seed(seed)
+    folded = {name: fold_bn(_build(v).eval()) for name, v in spec.items()}
+    rows = []
+    for runtime in runtimes:
+        nets = {name: in_runtime(m, runtime, threads, spin) for name, m in folded.items()}
+        rows += [row | {"runtime": runtime} for b in batch_sizes
+                 for row in latency_table(nets, b, repeats, calls, threads, reference)
+                 .to_dict("records")]
+    return rows
+
+
+_CHILD = ("import json, sys; from helpers.study.latency_tables import time_in_process; "
+          "print(json.dumps(time_in_process(**json.loads(sys.argv[1]))))")
+
+
+def in_fresh_process(spec: Spec, runtimes: Sequence[str], batch_sizes: Sequence[int],
+                     repeats: int, calls: int, threads: int, reference: str,
+                     spin: bool = False, seed: int = 0) -> list[dict]:
+    """:func:`time_in_process` in a new Python interpreter (nothing inherited but the
+    arguments, given as JSON), which exits when done."""
+    args = {"spec": {k: str(v) if isinstance(v, os.PathLike) else v for k, v in spec.items()},
+            "runtimes": list(runtimes), "batch_sizes": list(batch_sizes), "repeats": repeats,
+            "calls": calls, "threads": threads, "reference": reference, "spin": spin,
+            "seed": seed}
+    root = str(Path(__file__).resolve().parents[2])
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], cwd=root, env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the timing process failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def process_timings(spec: Spec, runtimes: Sequence[str] = RUNTIMES,
+                    batch_sizes: Sequence[int] = (256,), processes: int = PROCESSES,
+                    repeats: int = 15, calls: int = 1, threads: int = 2,
+                    reference: str = "unpruned", spin: bool = False,
+                    run: Callable[..., list[dict]] | None = None) -> pd.DataFrame:
+    """Every network of ``spec`` timed against ``reference`` in ``processes`` fresh processes,
+    one after the other, each timing every runtime (in turn: process 2 starts with the runtime
+    process 1 ended with): one row per process, runtime, batch size and network, with
+    ``process`` and that process's median per-round ``speedup`` (:func:`time_in_process`;
+    ``run`` replaces :func:`in_fresh_process` in tests)."""
+    if processes < PROCESSES:
+        raise ValueError(f"a verdict needs at least {PROCESSES} timing processes, got "
+                         f"{processes}")
+    if reference not in spec:
+        raise ValueError(f"the reference {reference!r} is not among {list(spec)}")
+    run, rows = run or in_fresh_process, []
+    for p in range(processes):
+        order = list(runtimes)[::-1 if p % 2 else 1]
+        rows += [r | {"process": p} for r in run(spec, order, list(batch_sizes), repeats,
+                                                 calls, threads, reference, spin, p)]
+    return pd.DataFrame(rows)
+
+
+def verdict(speedups: Sequence[float], goal: float) -> str:
+    """"met" if the slowest of at least :data:`PROCESSES` processes' median speed-ups reaches
+    ``goal``, "missed" if the fastest does not, else "not decided"."""
+    if len(speedups) < PROCESSES:
+        raise ValueError(f"a verdict needs at least {PROCESSES} process medians, got "
+                         f"{len(speedups)}")
+    return ("met" if min(speedups) >= goal else "missed" if max(speedups) < goal
+            else "not decided")
+
+
+def process_summary(table: pd.DataFrame, goal: float | None = None) -> pd.DataFrame:
+    """:func:`process_timings` by runtime, batch size and network: ``speedup`` (the median of
+    the processes' medians), ``speedup_low``/``speedup_high`` (the slowest and fastest
+    process), ``median_ms`` (median of the processes'), ``processes`` and, with ``goal``, the
+    :func:`verdict`."""
+    rows = []
+    for (runtime, batch, model), g in table.groupby(["runtime", "batch_size", "model"],
+                                                    sort=False):
+        s = g.speedup.to_numpy(float)
+        rows.append({"runtime": runtime, "batch_size": int(batch), "model": model,
+                     "median_ms": float(np.median(g.median_ms)), "speedup": float(np.median(s)),
+                     "speedup_low": float(s.min()), "speedup_high": float(s.max()),
+                     "processes": len(s), "rounds": int(g.rounds.sum()),
+                     **({"verdict": verdict(list(s), goal)} if goal else {})})
+    return pd.DataFrame(rows)
 
 
 CHECK_PLANS = {  # whole networks the tables are checked against (see check)
@@ -199,6 +356,9 @@ CHECK_PLANS = {  # whole networks the tables are checked against (see check)
     # narrower residual stages (helpers.study.channels), alone and with conv1 widths and removals
     "stages 16,16,48": (DEFAULT_WIDTHS, (16, 16, 48)),
     "stages 8,32,32, cut": ((16, 0, 16, 32, 0, 32, 64, 64, 0), (8, 32, 32)),
+    # issue 29: a second network whose narrowed stages have changed conv1 widths, so that the
+    # scaling of a stage's entries by its residual channels kept is checked in layer2 and layer3
+    "stages 16,16,48, cut": ((16, 16, 16, 16, 0, 16, 32, 48, 32), (16, 16, 48)),
 }
 
 
@@ -234,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.check_only:
         for r, by_batch in tables.items():
             for b, table in by_batch.items():
-                table["residual"] = measure_residual(r, b, a.repeats, a.calls, a.threads)
+                table |= residual_entries(r, b, a.repeats, a.calls, a.threads)
     residual_seconds = round(time.perf_counter() - start)
     checks = check(tables, CHECK_PLANS, a.repeats, a.calls, a.threads)
     seconds = round(time.perf_counter() - start)
@@ -248,8 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dated["residual_measured"] = old["residual_measured"]
     else:
         dated = {"date": time.strftime("%Y-%m-%d"), "seconds": seconds}
-    result = {**machine(), "threads": a.threads, "repeats": a.repeats, "calls": a.calls,
-              **dated,
+    result = {**machine(a.threads), "repeats": a.repeats, "calls": a.calls, "ort_spinning": True,
+              **dated, "tolerance_fixed": TOLERANCE_FIXED,
               "tolerance": {str(k): v for k, v in TOLERANCE.items()},
               "tables": {r: {str(b): t for b, t in by.items()} for r, by in tables.items()},
               "checks": checks}
