@@ -17,9 +17,11 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from helpers import paths
@@ -123,3 +125,33 @@ def label(file: str, results: Path | None = None) -> str:
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules or bool(os.environ.get("COLAB_RELEASE_TAG"))
+
+
+MIN_ROUNDS = 6  # two equally fast networks agree in all 6 rounds by chance once in 32
+
+
+def faster_in_every_round(times: Mapping[str, Sequence[float]]) -> str | None:
+    """Of two networks timed interleaved (round ``i`` of both side by side), the name of the one
+    faster in every round; None when the rounds disagree (the difference lies within the spread
+    of the per-round ratios) or fewer than ``MIN_ROUNDS`` were timed. Notebook 05, §7."""
+    (a, ta), (b, tb) = times.items()
+    ratio = np.asarray(ta, float) / np.asarray(tb, float)  # above 1: a slower in that round
+    if len(ratio) < MIN_ROUNDS:
+        return None
+    return b if (ratio > 1).all() else a if (ratio < 1).all() else None
+
+
+def grade_faster(prediction: str | None, times: Mapping[str, Sequence[float]]) -> str:
+    """'right', 'wrong' or 'not attempted' for a prediction of which network is faster; no grade
+    when :func:`faster_in_every_round` cannot tell (notebook 05, exercise 2)."""
+    (a, ta), (b, tb) = times.items()
+    ratio = np.asarray(ta, float) / np.asarray(tb, float)
+    spread = (f"time {a} / time {b} from {ratio.min():.3f} to {ratio.max():.3f} over "
+              f"{len(ratio)} rounds")
+    faster = faster_in_every_round(times)
+    if prediction is None:
+        return f"not attempted yet: set MY_PREDICTION and run again ({spread})"
+    if faster is None:
+        why = "spreads overlap" if len(ratio) >= MIN_ROUNDS else f"under {MIN_ROUNDS} rounds"
+        return f"too close to call on this machine: {why} ({spread}); not graded"
+    return f"{'right' if prediction == faster else 'wrong'}: {faster} was faster ({spread})"

@@ -190,3 +190,37 @@ def test_scores_against_null_draws_one_panel_per_block():
     plt.close(fig)
     with pytest.raises(ValueError):
         scores_against_null(df, "silhouette", "folded")
+
+
+def test_cluster_map_marks_each_rule_in_its_marker_and_colour_and_names_only_given_rules():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from helpers.plots import STRATEGY_COLORS
+    from helpers.pruning import filter_features
+    from helpers.study.cluster_plots import cluster_map, cluster_map_legend
+    from tests.test_sweep import legend_covers
+
+    m = make_model()
+    c = cluster_filters(m, "layer2.0", 8, seed=0)
+    fig = cluster_map(filter_features(m.get_submodule("layer2.0")), c)
+    kept = {rule: [col for col in fig.axes[0].collections
+                   if len(col.get_offsets()) == len(getattr(c, rule))
+                   and len(col.get_edgecolors())
+                   and to_rgb(col.get_edgecolors()[0]) == to_rgb(STRATEGY_COLORS[rule])]
+            for rule in ("first", "nearest")}
+    assert all(len(v) == 1 for v in kept.values()), kept
+    cluster_map_legend(fig, rules=("first", "nearest"))  # lesson 03: no other rule known yet
+    text = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert '"first"' in text and '"nearest"' in text
+    assert '"merge"' not in text and '"centroid"' not in text
+    assert legend_covers(fig) == []
+    plt.close(fig)
+    fig = cluster_map(filter_features(m.get_submodule("layer2.0")), c)
+    cluster_map_legend(fig)  # the study: every rule that keeps each member
+    text = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert '"merge"' in text and '"centroid"' in text
+    plt.close(fig)

@@ -350,3 +350,76 @@ def test_rule_means_draws_the_mean_over_blocks_of_each_kept_fraction():
             assert list(ln.get_xdata()) == [25, 50, 75]
             assert np.allclose(ln.get_ydata(), 70)
     plt.close(fig)
+
+
+def legend_covers(fig) -> list[str]:
+    """The drawn data points (line vertices, scatter markers) that a legend of ``fig`` covers,
+    in display coordinates: empty when no legend covers data."""
+    from matplotlib.collections import PathCollection
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    boxes = [leg.get_window_extent(renderer) for leg in legends]
+    covered = []
+    for ax in fig.axes:
+        points = [(ln.get_label(), ln.get_transform().transform(ln.get_xydata()))
+                  for ln in ax.lines]
+        points += [("scatter", c.get_offset_transform().transform(c.get_offsets()))
+                   for c in ax.collections if isinstance(c, PathCollection)]
+        for name, xy in points:
+            for box in boxes:
+                covered += [f"{name} at {tuple(np.round(p))}" for p in xy if box.contains(*p)]
+    return covered
+
+
+def test_rule_means_gives_each_rule_its_marker_and_colour_and_no_legend_covers_data():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from helpers.plots import STRATEGY_COLORS, STRATEGY_MARKERS
+    from helpers.study import sweep_plots
+
+    rules = ("l1", "random", "centroid", "first", "nearest", "merge")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([{"block": b, "strategy": s, "treatment": t, "kept_filters": k * w // 16,
+                        "width": w, "accuracy": rng.uniform(0.1, 0.9) * k / 16}
+                       for b, w in (("layer1.0", 16), ("layer3.2", 64)) for s in rules
+                       for t in ("none", "refit+recal") for k in range(1, 16)])
+    fig = sweep_plots.rule_means(df, rules, ("none", "refit+recal"), dense=0.92)
+    for ax in fig.axes:
+        lines = {ln.get_label(): ln for ln in ax.lines if ln.get_label() in rules}
+        assert set(lines) == set(rules)
+        for rule, ln in lines.items():
+            assert ln.get_marker() == STRATEGY_MARKERS[rule]
+            assert to_rgb(ln.get_color()) == to_rgb(STRATEGY_COLORS[rule])
+    assert legend_covers(fig) == []
+    fig.axes[0].legend(loc="center")  # a seeded defect: a legend drawn over the lines
+    assert legend_covers(fig)
+    plt.close(fig)
+
+
+def test_drop_heatmaps_colour_each_panel_title_by_its_rule():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from helpers.plots import STRATEGY_COLORS
+    from helpers.study import sweep_plots
+
+    df = pd.DataFrame([{"block": "layer1.0", "strategy": s, "treatment": "none",
+                        "kept_filters": k, "width": 16, "drop": 0.1}
+                       for s in ("l1", "nearest") for k in (2, 8, 12)])
+    fig = sweep_plots.drop_heatmaps(df, [("l1", "none"), ("nearest", "none")])
+    titles = [ax.title for ax in fig.axes[:2]]
+    assert [t.get_text() for t in titles] == ["l1, none", "nearest, none"]
+    assert [to_rgb(t.get_color()) for t in titles] == [to_rgb(STRATEGY_COLORS["l1"]),
+                                                        to_rgb(STRATEGY_COLORS["nearest"])]
+    plt.close(fig)

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from torch import Tensor
 
-import helpers.plots  # noqa: F401  (the series' style: seaborn theme, figure dpi)
+from helpers.plots import STRATEGIES, STRATEGY_COLORS, STRATEGY_MARKERS  # and the style
 
 # --------------------------------------------------------------------------- filters and clusters
 
@@ -90,16 +90,29 @@ def kmeanspp_seeding(features: np.ndarray, k: int, seed: int = 0, ax=None, title
                  fontsize=10)
     ax.set_xlabel(f"PC1 ({pca.explained_variance_ratio_[0]:.0%} of the variance)")
     ax.set_ylabel(f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside
     return ax.figure
+
+
+# the member of each cluster a rule keeps: the one nearest the centroid, or the lowest-index one
+# ("centroid" keeps the lowest-index member's channel with the centroid's weights)
+KEPT_MEMBER = {"nearest": ("nearest", "merge"), "first": ("first", "centroid")}
+
+
+def _kept_style(rule: str) -> dict:
+    """A hollow marker in the rule's own marker and colour (helpers.plots), drawn over the
+    cluster-coloured filters."""
+    return {"marker": STRATEGY_MARKERS[rule], "facecolors": "none",
+            "edgecolors": [STRATEGY_COLORS[rule]], "linewidths": 1.6}
 
 
 def cluster_map(features: np.ndarray, clustering, ax=None, title: str = "",
                 show_first: bool = True):
     """Filters on a 2-D PCA map (of the filters), coloured by cluster.
 
-    x: centroid; ringed: the member nearest its centroid (what "nearest" and "merge" keep);
-    small black square: the lowest-index member (what "first" and "centroid" keep).
+    x: centroid; large hollow marker in the "nearest" rule's marker and colour: the member
+    nearest its centroid (what "nearest" and "merge" keep); small hollow marker in the "first"
+    rule's: the lowest-index member (what "first" and "centroid" keep).
     """
     pca = _pca(features)
     xy, cxy = pca.transform(features), pca.transform(clustering.centroids)
@@ -113,11 +126,10 @@ def cluster_map(features: np.ndarray, clustering, ax=None, title: str = "",
         ax.scatter(cxy[c, 0], cxy[c, 1], s=70, marker="X", color=colors[c], edgecolors="black",
                    linewidths=0.6)
     near = clustering.nearest
-    ax.scatter(xy[near, 0], xy[near, 1], s=110, facecolors="none", edgecolors="black",
-               linewidths=1.2)
+    ax.scatter(xy[near, 0], xy[near, 1], s=140, **_kept_style("nearest"))
     if show_first:
-        ax.scatter(xy[clustering.first, 0], xy[clustering.first, 1], s=10, marker="s",
-                   color="black")
+        first = clustering.first
+        ax.scatter(xy[first, 0], xy[first, 1], s=55, **_kept_style("first"))
     ax.set_title(title or f"{len(features)} filters, k = {k}", fontsize=10)
     ax.set_xlabel(f"PC1 ({pca.explained_variance_ratio_[0]:.0%})", fontsize=9)
     ax.set_ylabel(f"PC2 ({pca.explained_variance_ratio_[1]:.0%})", fontsize=9)
@@ -125,21 +137,28 @@ def cluster_map(features: np.ndarray, clustering, ax=None, title: str = "",
     return ax.figure
 
 
-def cluster_map_legend(fig, show_first: bool = True) -> None:
-    """One legend for a figure of :func:`cluster_map` panels."""
+def cluster_map_legend(fig, show_first: bool = True, rules=STRATEGIES) -> None:
+    """One legend for a figure of :func:`cluster_map` panels, below the panels (it covers no
+    filter). ``rules``: the rules named as keeping each member, e.g. ``("first", "nearest")``
+    in lesson 03, before lesson 04 introduces the others."""
     from matplotlib.lines import Line2D
+
+    def kept(member: str, what: str) -> Line2D:
+        names = ", ".join(f'"{r}"' for r in KEPT_MEMBER[member] if r in rules)
+        return Line2D([], [], ls="", marker=STRATEGY_MARKERS[member], markerfacecolor="none",
+                      markeredgecolor=STRATEGY_COLORS[member], markeredgewidth=1.6,
+                      markersize=10 if member == "nearest" else 7,
+                      label=f"{what} (kept by {names})")
 
     handles = [
         Line2D([], [], ls="", marker="o", color="0.5", label="filter (colour = cluster)"),
         Line2D([], [], ls="", marker="X", color="0.5", markeredgecolor="black", markersize=9,
-               label="centroid"),
-        Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black",
-               markersize=10, label='nearest member (kept by "nearest", "merge")')]
+               label="centroid of a cluster"),
+        kept("nearest", "member nearest the centroid")]
     if show_first:
-        handles.append(Line2D([], [], ls="", marker="s", color="black", markersize=4,
-                              label='lowest-index member (kept by "first", "centroid")'))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9,
-               bbox_to_anchor=(0.5, -0.04), frameon=False)
+        handles.append(kept("first", "lowest-index member"))
+    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=9,
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
 
 
 # --------------------------------------------------------------------------- notebook 03: clusters

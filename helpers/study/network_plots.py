@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers.plots import STRATEGY_COLORS
+from helpers.plots import STRATEGY_COLORS, STRATEGY_MARKERS
 
 STAGE_LABELS = {"none": "pruned", "recal": "+ BN recalibration",
                 "refit+recal": "+ conv2 refit + BN recalibration", "finetuned": "+ fine-tuning"}
@@ -168,8 +168,16 @@ def removal_choice(removal: pd.DataFrame, min_speedup: float, eval_images: int,
     return fig
 
 
+# a rule (strategy) is its colour and marker (helpers.plots); an allocation is the marker's fill
+ALLOCATION_FILLS = {"uniform": "none", "sensitivity": "full", "depth": "left"}
+FRONT_STYLES = ("--", ":", "-.")  # one line style per fine-tuning budget
 
-ALLOCATION_MARKERS = {"uniform": "o", "sensitivity": "s", "depth": "^"}
+
+def _point(ax, x, y, strategy: str, allocation: str, size: float = 7, **kw):
+    """Networks of one rule and allocation: the rule's colour and marker, filled by allocation."""
+    return ax.plot(x, y, ls="none", marker=STRATEGY_MARKERS.get(strategy, "o"), ms=size,
+                   color=STRATEGY_COLORS.get(strategy), mec=STRATEGY_COLORS.get(strategy),
+                   fillstyle=ALLOCATION_FILLS.get(allocation, "full"), **kw)
 
 
 def pareto_by_epochs(result: Mapping, title: str = ""):
@@ -179,16 +187,18 @@ def pareto_by_epochs(result: Mapping, title: str = ""):
     Left: every candidate plan after prune + refit + recal (0 epochs) on the selection half,
     where the choices were made, with the unpruned network and their front. Right: after
     fine-tuning, on the confirmation half, which no choice saw: the chosen network of every
-    other target and every plan tried at the headline target, one colour and one dashed front
-    per number of epochs; the headline network (a star); the unpruned network and its
-    fine-tuned control, which share the unpruned MACs, drawn apart and labelled.
+    other target and every plan tried at the headline target, one front (line style) per number
+    of epochs; the headline network (larger, labelled); the unpruned network and its fine-tuned
+    control, which share the unpruned MACs, drawn apart and labelled. In both panels a rule has
+    its colour and marker (:data:`helpers.plots.STRATEGY_COLORS`, ``STRATEGY_MARKERS``) and an
+    allocation its fill (:data:`ALLOCATION_FILLS`); the legends sit below the axes.
     """
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
     _before_finetuning(ax0, result)
     _after_finetuning(ax1, result)
-    for ax in (ax0, ax1):
-        ax.legend(fontsize=7, ncol=3 if ax is ax0 else 1, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.14), frameon=False)
+    for ax in (ax0, ax1):  # below the axes, so that no legend covers a point
+        ax.legend(fontsize=7, ncol=3 if ax is ax0 else 2, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -197,9 +207,8 @@ def pareto_by_epochs(result: Mapping, title: str = ""):
 def _before_finetuning(ax, result: Mapping) -> None:
     cand = pd.DataFrame(result["candidates"])
     for (strategy, allocation), g in cand.groupby(["strategy", "allocation"]):
-        ax.scatter(g.macs / 1e6, 100 * g.accuracy, marker=ALLOCATION_MARKERS.get(allocation, "o"),
-                   s=36, facecolors="none", edgecolors=STRATEGY_COLORS.get(strategy),
-                   label=f"{strategy}, {allocation}")
+        _point(ax, g.macs / 1e6, 100 * g.accuracy, strategy, allocation,
+               label=f"{strategy}, {allocation}")
     dense = result["dense_selection_accuracy"]
     cost = np.r_[cand.macs.to_numpy(float), result["dense_macs"]] / 1e6
     acc = 100 * np.r_[cand.accuracy.to_numpy(float), dense]
@@ -233,25 +242,25 @@ def _after_finetuning(ax, result: Mapping, gap: float = 1.2) -> None:
     """``gap``: how far (M MACs) the unpruned network and its control are drawn apart."""
     ft, dense_m = result["finetune"], result["dense_macs"] / 1e6
     pts = finetuned_points(result)
-    colors = sns.color_palette("deep", n_colors=max(2, pts.epochs.nunique()))
-    for color, (epochs, g) in zip(colors, pts.groupby("epochs"), strict=False):
+    for style, (epochs, g) in zip(FRONT_STYLES * 3, pts.groupby("epochs"), strict=False):
         x, y = g.macs.to_numpy(float) / 1e6, 100 * g.acc_confirmation.to_numpy(float)
         if len(g) > 1:
             front = pareto_front(x, y)
-            ax.plot(x[front], y[front], color=color, lw=1, ls="--", zorder=1)
+            ax.plot(x[front], y[front], color="gray", lw=1, ls=style, zorder=1,
+                    label=f"front of the {epochs}-epoch networks")
         for r in g.itertuples():
-            ax.scatter(r.macs / 1e6, 100 * r.acc_confirmation, s=150 if r.headline else 40,
-                       marker="*" if r.headline else ALLOCATION_MARKERS.get(r.allocation, "o"),
-                       color=color, edgecolors="black", linewidths=0.6, zorder=6)
+            _point(ax, [r.macs / 1e6], [100 * r.acc_confirmation], r.strategy, r.allocation,
+                   size=11 if r.headline else 7, zorder=6)
             if r.headline:
                 ax.annotate(f"headline: {r.strategy} {r.allocation}, {epochs} epochs",
                             (r.macs / 1e6, 100 * r.acc_confirmation), textcoords="offset points",
-                            xytext=(-50, 14), ha="center", fontsize=8,
+                            xytext=(60, 14), ha="center", fontsize=8,
                             arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8})
-        ax.scatter([], [], s=40, color=color, label=f"{epochs} epochs (dashed: their front)")
+    for (strategy, allocation), _ in pts.groupby(["strategy", "allocation"]):
+        _point(ax, [], [], strategy, allocation, label=f"{strategy}, {allocation}")
     for dx, key, marker, text in (
             (-gap, "dense_confirmation_accuracy", "X", "unpruned"),
-            (gap, "dense_finetuned_confirmation_accuracy", "P",
+            (gap, "dense_finetuned_confirmation_accuracy", "h",
              f"control: unpruned\n+ {ft['headline_epochs']} epochs")):
         ax.scatter([dense_m + dx], [100 * result[key]], marker=marker, s=100, c="black",
                    zorder=6)
@@ -265,7 +274,7 @@ def _after_finetuning(ax, result: Mapping, gap: float = 1.2) -> None:
     low = min(100 * pts.acc_confirmation.min(), 100 * reference)
     ax.set(xlabel=f"MACs per image (millions); unpruned and control drawn {gap:g} M apart",
            ylabel=f"accuracy (%), confirmation half ({result['confirmation_images']:,} images)",
-           title="After fine-tuning (each front: one epoch budget; shapes as on the left)",
+           title="After fine-tuning (each front: one epoch budget; points as on the left)",
            ylim=(low - 1.5, 100 * reference + 1.2),
            xlim=(pts.macs.min() / 1e6 - 3, dense_m + 3))
 
@@ -312,5 +321,50 @@ def speed_by_runtime(result: Mapping, batch_size: int = 256, title: str = ""):
            ylim=(0.9, max(3.5, ax.get_ylim()[1])))
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title or "MACs are not time: the same networks in two runtimes", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+HEADLINE_MARKERS = {"PyTorch": "o", "ONNX Runtime": "s"}  # one marker style per runtime
+
+
+def headline(points: Sequence[Mapping], confirmation_images: int, cpu_threads: int,
+             batch_size: int = 256):
+    """The README's figure: accuracy against measured speed-up of the committed networks.
+
+    ``points``: one mapping per network, ``{"label", "accuracy", "unpruned", "speed"}`` with
+    ``speed`` ``{runtime: (median, low, high)}`` for each key of :data:`HEADLINE_MARKERS`
+    (the unpruned network: 1 in both). One colour per network, one marker per runtime (filled:
+    PyTorch, open: ONNX Runtime), 95% intervals as error bars; the legend sits outside the axes.
+    """
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    colors = sns.color_palette("deep", len(points))
+    for p, color in zip(points, colors, strict=True):
+        y = 100 * p["accuracy"]
+        if p["unpruned"]:  # the reference: 1x in both runtimes, one star
+            color = "black"
+            ax.plot([1], [y], marker="*", ms=16, color=color, ls="", zorder=3)
+        for runtime, marker in HEADLINE_MARKERS.items():
+            x, low, high = p["speed"][runtime]
+            if not p["unpruned"]:
+                ax.errorbar([x], [y], xerr=[[x - low], [high - x]], fmt=marker, ms=9, capsize=3,
+                            color=color, mfc=color if runtime == "PyTorch" else "white",
+                            mew=2, zorder=3)
+        xs = [v[0] for v in p["speed"].values()]
+        ax.annotate(p["label"] + (" (1× in both)" if p["unpruned"] else ""),
+                    (sum(xs) / len(xs), y), textcoords="offset points", xytext=(0, 10),
+                    ha="center", fontsize=9, color=color, fontweight="bold")
+    handles = [plt.Line2D([], [], marker=m, ls="", color="gray", mfc="gray" if r == "PyTorch"
+                          else "white", mew=2, ms=8, label=r) for r, m in HEADLINE_MARKERS.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9,
+              title="runtime", title_fontsize=9)
+    xs = [v[2] for p in points for v in p["speed"].values()]
+    ys = [100 * p["accuracy"] for p in points]
+    ax.set(xlim=(0.8, max(xs) + 0.3), ylim=(min(ys) - 0.6, max(ys) + 0.4),
+           xlabel=f"measured speed-up at batch {batch_size} (BN-folded; 95% interval)",
+           ylabel=f"accuracy (%), {confirmation_images:,}\nconfirmation images")
+    ax.set_title(f"Measured on a CPU, {cpu_threads} threads: accuracy of the committed networks "
+                 f"on {confirmation_images:,} validation images\n(the confirmation half) against "
+                 f"their speed-up over the unpruned network", fontsize=10)
     fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers.plots import STRATEGY_COLORS
+from helpers.plots import STRATEGY_COLORS, STRATEGY_MARKERS
 
 TREATMENT_STYLES = {"none": ":", "recal": "--", "refit": "-.", "refit+recal": "-"}
 
@@ -66,8 +66,8 @@ def strategy_grid(df: pd.DataFrame, strategies=None, treatments=("none", "recal"
                 h = g[(g.strategy == s) & (g.treatment == t)].sort_values("kept_filters")
                 if len(h):
                     ax.plot(h.kept_filters, 100 * h.accuracy, ls=TREATMENT_STYLES.get(t, "-"),
-                            color=STRATEGY_COLORS.get(s), marker="." if len(h) < 20 else None,
-                            lw=1.2, label=f"{s}, {t}")
+                            color=STRATEGY_COLORS.get(s), lw=1.2, label=f"{s}, {t}",
+                            marker=STRATEGY_MARKERS.get(s, ".") if len(h) < 20 else None, ms=4)
         if dense is not None:
             ax.axhline(100 * dense, color="black", lw=0.8)
         ax.set_title(f"{name} ({int(g.width.iloc[0])} filters)", fontsize=10)
@@ -113,8 +113,8 @@ def drop_heatmaps(df: pd.DataFrame, panels, bins: int = 8, eval_images: int | No
     for j, (ax, table, (s, t)) in enumerate(zip(axes[0], tables, panels, strict=True)):
         sns.heatmap(table, ax=ax, annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=vmax,
                     cbar=j == len(panels) - 1, annot_kws={"fontsize": 7},
-                    cbar_kws={"label": "accuracy drop (points)"})
-        ax.set_title(f"{s}, {t}", fontsize=10)
+                    cbar_kws={"label": "accuracy drop (percentage points)"})
+        ax.set_title(f"{s}, {t}", fontsize=10, color=STRATEGY_COLORS.get(s, "black"))
         ax.set_xlabel("conv1 filters kept")
         ax.set_ylabel("block" if j == 0 else "")
         ax.tick_params(axis="x", labelrotation=0, labelsize=8)
@@ -125,9 +125,9 @@ def drop_heatmaps(df: pd.DataFrame, panels, bins: int = 8, eval_images: int | No
 
 
 def paired_differences(table: pd.DataFrame, title: str = ""):
-    """Accuracy difference A - B (points) with its 95% interval at every (block, k) point of
-    :func:`helpers.study.sweep_results.compare`, one panel per stage, one colour per block; filled
-    markers are significant (exact McNemar, 5%), hollow ones ties."""
+    """Accuracy difference A - B (percentage points) with its 95% interval at every (block, k)
+    setting of :func:`helpers.study.sweep_results.compare`, one panel per stage, one colour per
+    block; filled markers are significant (exact McNemar, 5%), hollow ones ties."""
     stages = sorted(table.block.str[:6].unique())
     fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), sharey=True,
                              squeeze=False)
@@ -146,7 +146,7 @@ def paired_differences(table: pd.DataFrame, title: str = ""):
         ax.set_title(f"{stage}[0..2]", fontsize=10)
         ax.set_xlabel("conv1 filters kept")
         ax.legend(fontsize=7)
-    axes[0, 0].set_ylabel("difference (points)")
+    axes[0, 0].set_ylabel("difference (percentage points)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -158,7 +158,9 @@ def rule_means(df: pd.DataFrame, strategies, treatments=("none", "recal", "refit
     """Accuracy against the fraction of conv1 filters kept, averaged over the blocks: one panel
     per treatment, one line per strategy (its mean over the blocks at each kept fraction), the
     blocks' range (lowest to highest) shaded when ``spread``; the thin black line is the
-    unpruned network (``dense``, a fraction).
+    unpruned network (``dense``, a fraction). Each strategy has its colour and marker
+    (:data:`helpers.plots.STRATEGY_COLORS`, :data:`helpers.plots.STRATEGY_MARKERS`); the legend
+    sits beside the last panel.
 
     The readable form of :func:`original_study` (nine lines per panel there), introduced in
     lesson 04 (``notebooks/04_block_pruning.ipynb``, section 6). The fractions are those of
@@ -173,7 +175,8 @@ def rule_means(df: pd.DataFrame, strategies, treatments=("none", "recal", "refit
             g = 100 * d[(d.strategy == s) & (d.treatment == t)].groupby("bin").accuracy.agg(
                 ["mean", "min", "max"])
             x = 100 * g.index.to_numpy()
-            ax.plot(x, g["mean"], color=STRATEGY_COLORS.get(s), marker=".", lw=1.4, label=s)
+            ax.plot(x, g["mean"], color=STRATEGY_COLORS.get(s), lw=1.4, label=s,
+                    marker=STRATEGY_MARKERS.get(s, "."), ms=5)
             if spread:
                 ax.fill_between(x, g["min"], g["max"], color=STRATEGY_COLORS.get(s), alpha=0.12,
                                 lw=0)
@@ -182,7 +185,8 @@ def rule_means(df: pd.DataFrame, strategies, treatments=("none", "recal", "refit
         ax.set_title(f"treatment: {t}", fontsize=10)
         ax.set_xlabel("conv1 filters kept (% of the block's width)")
     axes[0, 0].set_ylabel("accuracy (%), mean over the blocks", fontsize=9)
-    axes[0, -1].legend(fontsize=8, loc="lower right")
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1),
+                       borderaxespad=0)  # beside the last panel: it covers no line
     if title or eval_images:
         fig.suptitle(f"{title}{_images(eval_images, split)}", fontsize=10)
     fig.tight_layout()

@@ -234,8 +234,8 @@ def cluster_bootstrap_rate(wins, losses, clusters, n: int = 2000, seed: int = 0,
 
     Returns ``{"wins", "ties", "losses"}``, each a :class:`WinRate` (the count and the number of
     comparisons, as :func:`helpers.stats.tally`) whose ``low, high`` are the percentile interval
-    of the draws at ``level``. With independent comparisons (one per cluster) the interval is close to
-    Wilson's; when comparisons of a cluster agree it is wider. A rate of 0 (or 1) has the
+    of the draws at ``level``. With independent comparisons (one per cluster) the interval is
+    close to Wilson's; when comparisons of a cluster agree it is wider. A rate of 0 (or 1) has the
     interval 0-0 (or 1-1): no draw can contain what no cluster has; read Wilson's there
     (:func:`helpers.stats.win_rate`), and with few clusters (a sweep has 9 blocks) the interval
     is coarse.
