@@ -1,25 +1,31 @@
 """Execute a notebook series with papermill, one notebook at a time, in order, and time it.
 
     python scripts/run_series.py                  # the lessons, notebooks/ (PROFILE=auto)
+    python scripts/run_series.py --copy           # the same, then copied over notebooks/
     python scripts/run_series.py --study          # the reproduction, study/ (full on CUDA, or cpu)
     python scripts/run_series.py --study --profile cpu --only 03 04
     python scripts/run_series.py --clean build/x.ipynb notebooks/01_resnet20.ipynb
 
-Each notebook is executed into build/run/ first (its cell outputs are logged to
-build/run/<notebook>.log, the series' progress to build/run/series.log). Only when it succeeded
-is it cleaned (see :func:`clean_notebook`) and copied over its source, so a failure never leaves
-a half-executed notebook behind; the series stops at the first failure, because later notebooks
-use what earlier ones produce. The committed notebooks thus keep their ``parameters`` cell
-(``PROFILE = "auto"``) and hold no ``injected-parameters`` cell; the profile they ran with is
-kept in their metadata, which the generated provenance cell reports.
+Each notebook is executed into build/run/ (its cell outputs are logged to
+build/run/<notebook>.log, the series' progress to build/run/series.log); the series stops at the
+first failure, because later notebooks use what earlier ones produce.
+
+What is copied back: a lesson run (`make run`) leaves notebooks/ as it is, so a learner's run
+changes nothing in the repository but its run times (results/series.json); the executed lessons
+stay in build/run/. ``--copy`` (`make record`, for maintainers) also copies each lesson that
+succeeded over its source. A study run (`make reproduce`) copies by default: the study notebooks'
+outputs are the reproduction. A copied notebook is cleaned first (see :func:`clean_notebook`),
+so a failure never leaves a half-executed notebook behind; it keeps its ``parameters`` cell
+(``PROFILE = "auto"``) and holds no ``injected-parameters`` cell; the profile it ran with is kept
+in its metadata, which the generated provenance cell reports.
 
 Run times go to results/series.json, per notebook: a lesson's under ``lesson`` (on a CPU) or
 ``lesson_gpu``, a study notebook's under its profile (``cpu``, ``full``); each with seconds,
-device, CPU threads and date. scripts/sync_notebooks.py then rewrites the notebook's provenance
-cell. Results of one study notebook appear in the provenance of later ones: run ``make sync``
-(``make run`` and ``make reproduce`` do) after running only some notebooks. The ci profile
-writes its outputs to a temporary folder, so by default its executed notebooks are not copied
-(--copy forces it), and its times are not recorded.
+device, CPU threads and date. scripts/sync_notebooks.py then rewrites the provenance cells of
+the copied notebooks. Results of one study notebook appear in the provenance of later ones: run
+``make sync`` (``make record`` and ``make reproduce`` do) after running only some notebooks. The
+ci profile writes its outputs to a temporary folder, so its executed notebooks are not copied
+(unless --copy) and its times are not recorded.
 """
 
 from __future__ import annotations
@@ -247,6 +253,12 @@ def run(notebook: Path, profile: str, run_dir: Path = RUN_DIR) -> tuple[Path, fl
     return out, time.perf_counter() - t0
 
 
+def copy_back(study: bool, timed: bool, copy: bool | None) -> bool:
+    """Whether the executed notebooks are copied over their sources: ``copy`` when given
+    (--copy, --no-copy), else only for a study run whose profile writes the repository."""
+    return (study and timed) if copy is None else copy
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
     from helpers.lesson import LESSON_PROFILES
@@ -261,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                              "cpu or ci")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run these notebooks, e.g. 03 04")
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
-                        help="copy the executed notebooks over their sources (default: not for "
-                             "ci)")
+                        help="copy the executed notebooks over their sources (default: only a "
+                             "study run in the cpu or full profile)")
     parser.add_argument("--note", help="recorded with the run times: what they leave out")
     parser.add_argument("--clean", nargs="+", type=Path, metavar=("EXECUTED", "DEST"),
                         help="only clean an executed notebook (into DEST, default in place)")
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"study profiles (full, cpu) are for --study (`make reproduce`)")
         profile = args.profile
         timed, key = profile == "auto", lesson_key()
-    copy = timed if args.copy is None else args.copy
+    copy = copy_back(args.study, timed, args.copy)
     notebooks = select(args.only, folder)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with open(RUN_DIR / "series.log", "a", encoding="utf-8") as log:
@@ -300,20 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         for nb in notebooks:
             say(f"== {nb.name}: running (cell outputs in {RUN_DIR / nb.stem}.log)")
             try:
-                out, seconds = run(nb, profile)
+                out, seconds = run(nb, profile, RUN_DIR)
             except Exception as e:  # papermill re-raises the cell's error: stop the series
                 say(f"!! {nb.name} FAILED ({type(e).__name__}); executed notebook kept in "
-                    f"{RUN_DIR / nb.name}; {folder.name}/ unchanged")
+                    f"{RUN_DIR / nb.name}; {folder.name}/{nb.name} unchanged")
                 return 1
             total += seconds
-            say(f"   {nb.name}: {seconds:.1f} s")
+            say(f"   {nb.name}: {seconds:.1f} s" + ("" if copy else f", executed in {out}"))
+            if timed:
+                record_time(nb.stem, key, seconds, path=SERIES, note=args.note)
             if copy:
                 clean_file(out, nb)
-                if timed:
-                    record_time(nb.stem, key, seconds, note=args.note)
                 import sync_notebooks
 
-                # its provenance may cite what it just wrote; `make run` syncs all at the end
+                # its provenance may cite what it just wrote; `make record` syncs all at the end
                 sync_notebooks.sync_all(folder, only=[nb.name])
         say(f"series: {total:.1f} s")
     return 0

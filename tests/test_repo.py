@@ -1,7 +1,7 @@
-"""Repository checks: generated README and notebook cells up to date, notebook structure and
-committed outputs (no injected parameters, no progress bars, no absolute paths, size), pins
-consistent across requirements.txt / environment.yml / pyproject.toml, README tables, and the
-scripts that generate and clean them."""
+"""Repository checks: generated notebook cells up to date, notebook structure and committed
+outputs (no injected parameters, no progress bars, no absolute paths, size), pins consistent
+across requirements.txt / environment.yml / pyproject.toml, and the scripts that generate and
+clean them. The README and RESULTS.md checks are in tests/test_readme.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import make_readme  # noqa: E402
 import run_series  # noqa: E402
 import sync_notebooks  # noqa: E402
 
@@ -47,11 +46,6 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
         text=True,
         cwd=ROOT,
     )
-
-
-def test_readme_is_up_to_date():
-    proc = _run("make_readme.py", "--check")
-    assert proc.returncode == 0, proc.stderr + "\n(run `make readme`)"
 
 
 def test_notebook_badges_and_setup_cells_are_up_to_date():
@@ -585,7 +579,7 @@ def test_setup_cell_is_plain_python_and_does_nothing_outside_colab(tmp_path, mon
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 
 
-# --------------------------------------------------------------------------- README tables
+# --------------------------------------------------------------------------- results files
 
 TRAIN = {
     "val_accuracy": 0.9,
@@ -607,61 +601,6 @@ TRAIN = {
     "seed": 0,
 }
 
-BLOCK = {
-    "eval_images": 1000,
-    "device": "cuda",
-    "sweep_seconds": 12.0,
-    "records": [
-        # layer1.0 has 16 conv1 filters: 8 kept is 50%.
-        {"block": "layer1.0", "strategy": "kmeans", "bn_recalibration": False,
-         "kept_filters": 8, "accuracy": 0.80},
-        {"block": "layer1.0", "strategy": "kmeans", "bn_recalibration": False,
-         "kept_filters": 4, "accuracy": 0.60},
-        {"block": "layer1.0", "strategy": "kmeans", "bn_recalibration": True,
-         "kept_filters": 8, "accuracy": 0.90},
-        # layer3.2 has 64: 32 kept is 50%.
-        {"block": "layer3.2", "strategy": "kmeans", "bn_recalibration": True,
-         "kept_filters": 32, "accuracy": 0.92},
-        {"block": "layer1.0", "strategy": "l1", "bn_recalibration": False,
-         "kept_filters": 8, "accuracy": 0.50},
-        {"block": "layer1.0", "strategy": "l1", "bn_recalibration": True,
-         "kept_filters": 8, "accuracy": 0.70},
-    ],
-}  # fmt: skip
-
-NETWORK = {
-    "eval_images": 1000,
-    "eval_split": "val",
-    "selection_images": 500,
-    "confirmation_images": 500,
-    "device": "cuda",
-    "dense_confirmation_accuracy": 0.93,
-    "dense_finetuned_confirmation_accuracy": 0.91,
-    "dense_macs": 40_000_000,
-    "headline_budget": 0.5,
-    "min_speedup": 1.5,
-    "clustering_rule": "first",
-    "clustering_rules": {"first": 0.7, "merge": 0.6},
-    "declared_tests": [{"a": "50% removed", "b": "fine-tuned control", "images": "test",
-                        "difference": -0.004, "ci_low": -0.02, "ci_high": 0.012,
-                        "p_value": 0.61, "a_only": 20, "b_only": 24, "n": 1000}],
-    "records": [
-        {"target": 0.5, "strategy": "l1", "allocation": "uniform", "widths": [8] * 9,
-         "macs": 20_000_000, "params": 140000, "acc_pruned": 0.3,
-         "acc_confirmation": 0.88, "finetune_epochs": 5, "speedup_cpu_batch256": 1.8},
-        {"target": 0.5, "strategy": "kmeans", "allocation": "uniform", "widths": [8] * 9,
-         "headline": True, "macs": 20_000_000, "params": 140000, "acc_pruned": 0.4,
-         "acc_confirmation": 0.925, "test_acc_finetuned": 0.9, "finetune_epochs": 5,
-         "speedup_cpu_batch256": 1.85, "speedup_cpu_batch256_low": 1.8,
-         "speedup_cpu_batch256_high": 1.9, "speedup_cpu_batch1": 1.25,
-         "onnxruntime_speedup_batch256": 1.2, "onnxruntime_speedup_batch256_low": 1.15,
-         "onnxruntime_speedup_batch256_high": 1.3},
-        {"target": 0.25, "strategy": "random", "allocation": "uniform", "widths": [4] * 9,
-         "macs": 10_000_000, "params": 70000, "acc_pruned": 0.1,
-         "acc_confirmation": None, "finetune_epochs": 0, "speedup_cpu_batch256": 3.0},
-    ],
-}  # fmt: skip
-
 
 def _write_results(tmp_path: Path, **files: dict) -> Path:
     results = tmp_path / "results"
@@ -669,149 +608,6 @@ def _write_results(tmp_path: Path, **files: dict) -> Path:
     for name, data in files.items():
         (results / f"{name}.json").write_text(json.dumps(data))
     return results
-
-
-def _row(markdown: str, startswith: str) -> list[str]:
-    line = next(x for x in markdown.splitlines() if x.startswith(startswith))
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def test_render_train_table(tmp_path):
-    md = make_readme.render_results(_write_results(tmp_path, train=TRAIN), tmp_path / "img")
-    row = _row(md, "| 90.00%")
-    low, high = sync_notebooks.wilson_interval(0.931, 1000)
-    assert low < 0.931 < high and 0.01 < high - low < 0.04  # about ±1.6 points on 1,000 images
-    assert row == [
-        "90.00% (95% CI 89.14%–90.80%, 5,000 images)",
-        f"93.10% (95% CI {100 * low:.2f}%–{100 * high:.2f}%, 1,000 images)",
-        "272,474",
-        "40.8",
-        "30",
-        "512",
-        "3.18",
-        "5.0×",
-        "cuda (NVIDIA H100), torch 2.14.1",
-    ]
-    assert "comes from the `full` profile (the GPU run), trained on cuda (NVIDIA H100)" in md
-    assert "50,000 images" in md
-    assert "stand" not in md.lower()
-    assert "block" not in md.lower()  # missing files are skipped
-
-
-def test_readme_says_which_checkpoint_is_committed(tmp_path):
-    results = _write_results(tmp_path, train={**TRAIN, "device": "cpu", "profile": "cpu"})
-    md = make_readme.render_results(results, tmp_path / "img")
-    assert "comes from the `cpu` profile, trained on cpu" in md
-    old = {k: v for k, v in TRAIN.items() if k not in ("profile", "val_accuracy")}
-    (results / "train.json").write_text(json.dumps(old))
-    md = make_readme.render_results(results, tmp_path / "img")
-    assert "profile was not recorded" in md and _row(md, "| —")[0] == "—"
-
-
-def test_render_block_pruning_table(tmp_path):
-    md = make_readme.render_results(_write_results(tmp_path, block_pruning=BLOCK), tmp_path)
-    assert "1,000 test images" in md and "averaged over 2 blocks" in md
-    # strategy | mean: none, recal, refit+recal | 50% kept: none, recal, refit+recal
-    # (these records predate the refit: they carry a bn_recalibration flag, no treatment)
-    assert _row(md, "| `kmeans`") == ["`kmeans`", "70.00%", "91.00%", "—", "80.00%", "91.00%", "—"]
-    assert _row(md, "| `l1`") == ["`l1`", "50.00%", "70.00%", "—", "50.00%", "70.00%", "—"]
-    assert "Training" not in md
-
-
-@pytest.mark.parametrize(
-    ("record", "expected"),
-    [
-        ({"block": "layer2.1", "kept_filters": 16}, 0.5),
-        ({"block": "layer3.2", "kept_filters": 16}, 0.25),
-        ({"block": "x", "kept_filters": 3, "width": 12}, 0.25),
-        ({"block": "x", "kept_filters": 3}, None),
-    ],
-)
-def test_kept_fraction(record, expected):
-    assert make_readme.kept_fraction(record) == expected
-
-
-def test_render_network_pruning_table(tmp_path):
-    md = make_readme.render_results(_write_results(tmp_path, network_pruning=NETWORK), tmp_path)
-    rows = [r for r in md.splitlines() if re.match(r"\| (\*\*)?\d+%", r)]
-    assert [r.split("|")[3].strip() for r in rows] == ["`random`", "`l1`", "`kmeans`"]  # by target
-    kmeans = _row(md, "| **50%** (headline)")
-    assert kmeans == [
-        "**50%** (headline)", "50.00%", "`kmeans`", "`uniform`", "20.00", "140,000", "40.00%",
-        "5", "92.50%", "-0.50", "90.00%", "1.85× (1.80–1.90)", "1.25×", "1.20× (1.15–1.30)",
-        "—",
-    ]  # fmt: skip  (the gap: 92.5% against the better of 93% unpruned and 91% fine-tuned)
-    assert _row(md, "| 50% | 50.00% | `l1`")[9] == "-5.00"
-    assert _row(md, "| 25%")[8] == "—"
-    assert "selection half (500)" in md and "confirmation half (500)" in md
-    assert "1,000 test images" in md and "93.00%" in md and "1.5× faster" in md
-    assert "`first` 70.00%, `merge` 60.00%" in md  # the rule and what it was chosen on
-    assert ("50% removed − fine-tuned control: -0.40 points (95% CI -2.00 to +1.20), McNemar "
-            "p = 0.61") in md
-    assert "`depth`" not in md  # no block removed in these results: nothing said about it
-    md = make_readme.render_results(_write_results(
-        tmp_path / "depth", network_pruning=NETWORK | {"removed_blocks": ["layer1.1"]}),
-        tmp_path)
-    assert "The `depth` plans remove `layer1.1` whole" in md
-
-
-def test_figures_are_included_only_when_present(tmp_path):
-    img = tmp_path / "img"
-    img.mkdir()
-    (img / "pareto.png").write_bytes(b"\x89PNG")
-    md = make_readme.render_results(tmp_path / "no_results", img)
-    assert "](img/pareto.png)" in md
-    assert "train_curves.png" not in md and "block_pruning.png" not in md
-
-
-def test_nothing_to_render(tmp_path):
-    md = make_readme.render_results(tmp_path / "results", tmp_path / "img")
-    assert "No results yet" in md
-
-
-def test_main_check_and_update(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "# T\n<!-- notebooks:start -->\nold\n<!-- notebooks:end -->\n"
-        "text\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n"
-    )
-    results = _write_results(tmp_path, train=TRAIN)
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    nbformat.write(_title_only_notebook(), nbdir / "09_test.ipynb")
-    args = ["--readme", str(readme), "--results", str(results), "--img", str(tmp_path / "img"),
-            "--notebooks", str(nbdir)]  # fmt: skip
-    assert make_readme.main([*args, "--check"]) == 1
-    assert make_readme.main(args) == 0
-    assert make_readme.main([*args, "--check"]) == 0
-    text = readme.read_text()
-    assert text.startswith("# T\n") and text.endswith("tail\n") and "\ntext\n" in text
-    assert "old" not in text
-    assert "93.10% (95% CI " in text and "1,000 images)" in text
-    assert "[09_test](notebooks/09_test.ipynb) | 09 · Test |" in text
-    assert sync_notebooks.badge(URL, "09_test.ipynb") in text
-
-
-def test_missing_markers_are_an_error():
-    with pytest.raises(ValueError, match="markers"):
-        make_readme.replace_section("no markers", "results", "x")
-
-
-def test_run_times_are_rendered():
-    """One run of results/series.json as a table cell: duration, device, threads, note mark."""
-    notes: list[str] = []
-    cell = make_readme.run_cell
-    assert cell({"seconds": 10.2, "device": "cpu", "threads": 2}, notes) == "10 s (cpu, 2 threads)"
-    assert cell(None, notes) == "not yet measured"
-    assert cell({"seconds": 2400, "device": "cpu", "threads": 2}, notes) == (
-        "40.0 min (cpu, 2 threads)")
-    assert cell({"seconds": 291.2, "device": "NVIDIA H200", "threads": 16}, notes) == (
-        "4.9 min (NVIDIA H200, 16 threads)")
-    assert make_readme.footnotes(notes) == []
-    noted = cell({"seconds": 120, "device": "cpu", "threads": 2, "note": "fine-tuning loaded"},
-                 notes)
-    assert noted == "2.0 min (cpu, 2 threads) (1)"
-    assert make_readme.footnotes(notes)[-1] == "(1) fine-tuning loaded"
 
 
 # --------------------------------------------------------------------------- run_series
@@ -894,199 +690,7 @@ def test_select_notebooks(tmp_path):
         run_series.select(["07"], tmp_path)
 
 
-# ---- README (lessons issue)
-
-README_TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
-# Every reference the README cites, with the link it must carry wherever it is mentioned.
-README_LINKS = {
-    "original work": "https://github.com/AlexeyEvzrezov/resnet20-pruning",
-    r"He et al\.,? \(?2016": "https://arxiv.org/abs/1512.03385",
-    r"Li et al\.": "https://arxiv.org/abs/1608.08710",
-    r"ThiNet": "https://arxiv.org/abs/1707.06342",
-    r"He et al\.,? \(?2017": "https://arxiv.org/abs/1707.06168",
-    r"Hinton": "https://arxiv.org/abs/1503.02531",
-    r"FPGM|[Gg]eometric [Mm]edian": "https://arxiv.org/abs/1811.00250",
-    r"Distiller": "https://github.com/IntelLabs/distiller",
-}
-FINDINGS_INPUTS = ("train.json", "bench_train.json", "block_pruning.json", "network_pruning.json")
-
-
-def _readme_section(text: str, heading: str) -> str:
-    """The body of the level-2 section ``heading`` (up to the next level-2 heading)."""
-    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, f"the README has no '## {heading}' section"
-    return match.group(1)
-
-
-def _bullets(markdown: str) -> list[str]:
-    return [line for line in markdown.splitlines() if re.match(r"\s*[*-] ", line)]
-
-
-def _items(text: str) -> list[str]:
-    """Paragraphs and list items: a new one starts after a blank line or at a list marker."""
-    items, current = [], []
-    for line in text.splitlines():
-        if not line.strip() or re.match(r"\s*(\*|-|\d+\.) ", line):
-            items.append("\n".join(current))
-            current = []
-        if line.strip():
-            current.append(line)
-    return [i for i in [*items, "\n".join(current)] if i]
-
-
-def _findings_results(tmp_path: Path, **changes) -> Path:
-    """A copy of the committed results files of the findings, each changed by ``changes``
-    (file stem -> function of its parsed JSON)."""
-    results = tmp_path / "results"
-    results.mkdir(parents=True)
-    for name in FINDINGS_INPUTS:
-        data = json.loads((ROOT / "results" / name).read_text(encoding="utf-8"))
-        change = changes.get(name.removesuffix(".json").replace("bench_", "bench"))
-        (results / name).write_text(json.dumps(change(data) if change else data))
-    return results
-
-
-def test_readme_lessons_what_we_found_has_at_most_six_bullets():
-    section = _readme_section(README_TEXT, "What we found")
-    assert "<!-- findings:start -->" in section and "<!-- findings:end -->" in section
-    bullets = _bullets(section)
-    assert 1 <= len(bullets) <= 6, bullets
-    generated = section.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
-    assert _bullets(generated) == bullets  # every bullet is generated, none typed by hand
-    for bullet in bullets:  # an accuracy says on how many images (and which split)
-        if "%" in bullet:
-            assert re.search(r"\d[\d,]* (validation |test )?images", bullet), bullet
-
-
-def test_readme_lessons_findings_section_is_the_rendered_one():
-    generated = README_TEXT.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
-    assert generated.strip() == make_readme.render_findings(ROOT / "results").strip()
-
-
-def test_readme_lessons_links_every_reference_and_the_original_work():
-    for url in README_LINKS.values():
-        assert f"]({url})" in README_TEXT, f"the README does not link {url}"
-    for pattern, url in README_LINKS.items():
-        mentions = [i for i in _items(README_TEXT) if re.search(pattern, i)]
-        assert mentions, f"the README never mentions {pattern}"
-        unlinked = [i for i in mentions if url not in i]
-        assert not unlinked, f"mentions of {pattern} without a link to {url}: {unlinked}"
-
-
-def test_readme_lessons_names_the_commands_jupyterlab_and_colab_gpu():
-    quick = _readme_section(README_TEXT, "Quick start")
-    for command in ("make run", "make test"):
-        assert f"\n{command} " in quick, command  # in the code block of the quick start
-    assert "make venv" in quick and ".venv/bin/jupyter lab notebooks/" in quick
-    assert "JupyterLab" in quick
-    assert "Runtime > Change runtime type > GPU" in quick
-    assert "make reproduce" in _readme_section(README_TEXT, "Reproduce the study")
-    data = _readme_section(README_TEXT, "Data")
-    assert "`./data`" not in data and "repository's `data/`" in data
-
-
-def test_readme_lessons_findings_follow_the_results(tmp_path):
-    real = make_readme.render_findings(_findings_results(tmp_path / "real"))
-    train = json.loads((ROOT / "results" / "train.json").read_text())
-    assert f"{100 * train['val_accuracy']:.2f}% on {train['val_images']:,} validation" in real
-    assert "`merge` 64 / 258 / 5" in real  # the committed sweep, counted by hand once
-
-    def block(d):  # l1 with refit + recal at 25% everywhere: every clustering rule above it
-        for rec in d["records"]:
-            if rec["strategy"] == "l1" and rec["treatment"] == "refit+recal":
-                rec["accuracy"] = 0.25
-        return d
-
-    def network(d):
-        head = next(r for r in d["records"] if r["headline"])
-        head.update(acc_confirmation=0.8123, test_acc_finetuned=0.7001,
-                    speedup_cpu_batch256=2.5, onnxruntime_speedup_batch256=1.11)
-        d["confirmation_images"] = 2345
-        return d
-
-    changed = make_readme.render_findings(_findings_results(
-        tmp_path / "changed", train=lambda d: {**d, "val_accuracy": 0.5, "val_images": 1234},
-        benchtrain=lambda d: {**d, "speedup_vs_seed": 99.0}, block_pruning=block,
-        network_pruning=network))
-    assert changed != real and len(_bullets(changed)) == len(_bullets(real))
-    assert "50.00% on 1,234 validation images" in changed
-    assert "99.0× faster" in changed
-    assert "and 25.00% with the conv2 refit on top" in changed  # l1's mean after refit + recal
-    pruned = len(make_readme.pruned_points(json.loads(
-        (ROOT / "results" / "block_pruning.json").read_text()))[("l1", "none")])
-    for rule in ("first", "nearest", "centroid", "merge"):
-        assert f"`{rule}` {pruned} / 0 / 0" in changed
-    assert "81.23% of the 2,345 confirmation images" in changed and "70.01%" in changed
-    assert "2.50× (" in changed and "1.11× (" in changed
-    # A missing results file drops its bullets (the network's, and the latency plan's when
-    # the file has one); no results at all says so.
-    network_bullets = 1 + bool(json.loads((ROOT / "results" / "network_pruning.json")
-                                          .read_text()).get("latency_plans"))
-    (tmp_path / "changed" / "results" / "network_pruning.json").unlink()
-    fewer = make_readme.render_findings(tmp_path / "changed" / "results")
-    assert len(_bullets(fewer)) == len(_bullets(changed)) - network_bullets
-    assert "81.23%" not in fewer and "chosen by time" not in fewer
-    assert "Nothing yet" in make_readme.render_findings(tmp_path / "none")
-
-
-def test_readme_lessons_render_readme_rewrites_the_findings(tmp_path):
-    text = ("<!-- findings:start -->\nstale finding\n<!-- findings:end -->\n"
-            "<!-- notebooks:start -->\n<!-- notebooks:end -->\n"
-            "<!-- results:start -->\n<!-- results:end -->\n")
-    results = _findings_results(tmp_path, train=lambda d: {**d, "test_accuracy": 0.4321})
-    out = make_readme.render_readme(text, results, tmp_path / "img", tmp_path / "none",
-                                    URL, study_dir=tmp_path / "none")
-    findings = out.split("<!-- findings:start -->")[1].split("<!-- findings:end -->")[0]
-    assert "stale finding" not in findings and "43.21% on 1,000 test images" in findings
-
-
-def test_readme_lessons_block_means_leave_out_the_unpruned_points(tmp_path):
-    records = [{"block": "layer1.0", "strategy": "l1", "treatment": t, "kept_filters": k,
-                "accuracy": a} for t in ("none", "recal", "refit+recal")
-               for k, a in ((16, 0.9), (8, 0.5), (4, 0.3))]
-    md = make_readme.render_results(_write_results(tmp_path, block_pruning={
-        "eval_images": 100, "eval_split": "val", "records": records}), tmp_path)
-    assert _row(md, "| `l1`")[1:4] == ["40.00%"] * 3  # (0.5 + 0.3) / 2, not with 0.9
-    assert "k = width points are left out" in md and "100 validation images" in md
-
-
-def test_readme_lessons_notebook_tables_and_reproduction_time(tmp_path):
-    lessons, study = tmp_path / "notebooks", tmp_path / "study"
-    for folder, names in ((lessons, ("01_a", "02_b")), (study, ("02_b", "03_c", "04_d"))):
-        folder.mkdir()
-        for name in names:
-            nbformat.write(_title_only_notebook(), folder / f"{name}.ipynb")
-    gpu = {"device": "NVIDIA H200", "threads": 16}
-    cpu = {"device": "cpu", "threads": 2}
-    series = {"notebooks": {
-        "01_a": {"lesson": {"seconds": 30.0, **cpu}, "cpu": {"seconds": 999.0, **cpu}},
-        "02_b": {"lesson_gpu": {"seconds": 12.0, **gpu}, "cpu": {"seconds": 600.0, **cpu},
-                 "full": {"seconds": 60.0, **gpu}},
-        "03_c": {"cpu": {"seconds": 1200.0, **cpu}, "full": {"seconds": 120.0, **gpu}},
-        "04_d": {"cpu": {"seconds": 1800.0, "note": "cached fine-tuning", **cpu}},
-    }}
-    results = _write_results(tmp_path, series=series)
-    md = make_readme.render_notebooks(lessons, URL, study, results)
-    assert _row(md, "| [01_a](notebooks/01_a.ipynb)")[2:4] == [
-        "30 s (cpu, 2 threads)", "not yet measured"]  # its `cpu` entry is not a lesson run
-    assert _row(md, "| [02_b](notebooks/02_b.ipynb)")[2:4] == [
-        "not yet measured", "12 s (NVIDIA H200, 16 threads)"]
-    assert _row(md, "| [02_b](study/02_b.ipynb)")[2:4] == [
-        "10.0 min (cpu, 2 threads)", "60 s (NVIDIA H200, 16 threads)"]
-    assert _row(md, "| [04_d](study/04_d.ipynb)")[2:4] == [
-        "30.0 min (cpu, 2 threads) (1)", "not yet measured"]
-    assert sync_notebooks.badge(URL, "03_c.ipynb", "study") in md
-    assert md.endswith("(1) cached fine-tuning")
-    time = make_readme.render_reproduce(study, results)
-    gpu_row, cpu_row = _row(time, "| a CUDA GPU"), _row(time, "| a CPU")
-    assert gpu_row[2].startswith("at least 3.0 min (lower bound)")  # 04_d never ran in `full`
-    assert "`04_d` not yet measured" in gpu_row[2]
-    assert cpu_row[2].startswith("at least 60.0 min (lower bound)")  # 04_d's note: cached
-    (results / "series.json").write_text(json.dumps({"notebooks": {
-        s: {"full": {"seconds": 100.0, **gpu}} for s in ("02_b", "03_c", "04_d")}}))
-    time = make_readme.render_reproduce(study, results)
-    assert _row(time, "| a CUDA GPU")[2] == "5.0 min" and _row(time, "| a CPU")[2] == (
-        "not yet measured")
+# ---- the block-pruning figure and the lessons' run times (README tests: tests/test_readme.py)
 
 
 def test_readme_lessons_heatmap_compares_like_with_like():
@@ -1117,59 +721,3 @@ def test_lesson_run_times_are_kept_per_kind_of_device(monkeypatch):
         monkeypatch.setattr("torch.cuda.is_available", lambda cuda=cuda: cuda)
         assert run_series.lesson_key() == key
         assert key in sync_notebooks.LESSON_RUNS
-
-
-def test_readme_says_whether_the_headline_met_its_goals():
-    r = {"dense_confirmation_accuracy": 0.93, "dense_finetuned_confirmation_accuracy": 0.925,
-         "min_speedup": 1.5}
-    head = {"acc_confirmation": 0.926, "speedup_cpu_batch256_low": 1.52,
-            "speedup_cpu_batch256_high": 1.6}
-    text = make_readme.goals(r, head)
-    assert "-0.40 points against the better unpruned network" in text and "(met)" in text
-    assert text.count("(met)") == 2  # the gap and the speed interval above 1.5
-    assert "(not decided)" in make_readme.goals(r, head | {"speedup_cpu_batch256_low": 1.45})
-    missed = make_readme.goals(r, {"acc_confirmation": 0.92, "speedup_cpu_batch256_low": 1.4,
-                                   "speedup_cpu_batch256_high": 1.49})
-    assert missed.count("(missed)") == 2
-    assert make_readme.goals({}, {}) == ""
-
-
-def _latency_record(**changes) -> dict:
-    rec = {"goal_speedup": 1.5, "widths": [16, 0, 0, 32, 0, 16, 64, 32, 32],
-           "removed_blocks": ["layer1.1", "layer1.2", "layer2.1"], "macs": 20_000_000,
-           "params": 150_000, "acc_confirmation": 0.9236, "test_acc_finetuned": 0.918,
-           "finetune_epochs": 30, "cpu_threads": 2, "headline_50": {}}
-    for runtime, s in (("torch", 1.7), ("onnxruntime", 1.45)):
-        for b in (256, 1):
-            rec |= {f"speedup_{runtime}_batch{b}": s, f"speedup_{runtime}_batch{b}_low": s - 0.1,
-                    f"speedup_{runtime}_batch{b}_high": s + 0.1}
-    return rec | changes
-
-
-def test_readme_finding_on_the_latency_plan_states_both_runtimes_and_its_verdicts():
-    r = {"dense_macs": 40_000_000, "confirmation_images": 2500, "test_images": 1000,
-         "dense_confirmation_accuracy": 0.93, "dense_finetuned_confirmation_accuracy": 0.925,
-         "records": [{"headline": True, "target": 0.5}], "latency_plans": [_latency_record()]}
-    text = make_readme.finding_latency(r)
-    assert "50.00% of the MACs removed" in text and "`layer1.2`" in text
-    assert "narrowed" not in text  # full residual stages: nothing said
-    narrow = make_readme.finding_latency(r | {"latency_plans": [_latency_record(
-        stage_widths=[16, 16, 48])]})
-    assert "residual channels of the three stages narrowed to (16, 16, 48)" in narrow
-    sens = _latency_record(stage_sensitivity=[{"accuracy": 0.8}, {"accuracy": 0.552}],
-                           sensitivity_images=2500, screening=[
-                               {"stage_widths": [16, 32, 64]}, {"stage_widths": [8, 32, 64]}])
-    said = make_readme.finding_latency(r | {"dense_selection_accuracy": 0.93,
-                                            "latency_plans": [sens]})
-    assert "left 55.20%–80.00% of the 2,500 selection images (unpruned 93.00%)" in said
-    assert "93.00%); 1 of the 2 screened plans narrowed a stage" in said
-    assert "92.36% of the 2,500 confirmation images" in text and "1,000 test images" in text
-    assert "1.70× (1.60–1.80) in PyTorch and 1.45× (1.35–1.55) in ONNX Runtime at batch 256" in text
-    assert "-0.64 points" in text and "(missed)" in text  # 0.64 below the better: missed
-    assert "PyTorch at batch 256 against 1.5× (met)" in text  # 1.60 clears 1.5
-    assert "ONNX Runtime at batch 256 against 1.5× (not decided)" in text  # 1.35-1.55
-    slow = _latency_record(speedup_onnxruntime_batch256_high=1.49, acc_confirmation=0.926)
-    text = make_readme.finding_latency(r | {"latency_plans": [slow]})
-    assert "ONNX Runtime at batch 256 against 1.5× (missed)" in text and "-0.40 points" in text
-    assert make_readme.finding_latency({"records": []}) is None
-    assert make_readme.finding_latency(None) is None
