@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from helpers import paths
-from helpers.device import default_device, device_name
+from helpers.device import cpu_model, default_device, device_name
 
 LESSON_PROFILES = ("auto", "ci")
 SCRATCH = paths.ROOT / "build" / "lessons"
@@ -72,8 +73,10 @@ def start(name: str, profile: str = "auto", seed: int = 0) -> Lesson:
         scratch = SCRATCH / name
         scratch.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # text bars without ipywidgets
     lesson = Lesson(name, "ci" if profile == "ci" else "lesson", device, scratch)
-    where = device_name(device) if lesson.gpu else f"cpu, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    where = device_name(device) if lesson.gpu else f"{cpu_model()}, {threads} threads"
     print(f"{name}: profile {lesson.profile!r} on {where}; torch {torch.__version__}; "
           f"scratch folder {_shown(scratch)}")
     if in_colab() and not lesson.gpu:
@@ -117,8 +120,8 @@ def label(file: str, results: Path | None = None) -> str:
     series = Path(results or paths.RESULTS) / "series.json"
     runs = study(series.name, results).get("notebooks", {}) if series.exists() else {}
     run = runs.get(STUDY_NOTEBOOK.get(file, ""), {}).get(record.get("profile"), {})
-    date = f", {run['date']}" if run.get("date") else ""
-    device = record.get("device") or run.get("device") or "device not recorded"
+    date = f", {run.get('date') or record['date']}" if run.get("date") or "date" in record else ""
+    device = record.get("cpu") or record.get("device") or run.get("device") or "device not recorded"
     return (f"committed study run (`{record.get('profile', '?')}` profile, {device}{date}; "
             f"{images_text(record)})")
 

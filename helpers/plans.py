@@ -190,9 +190,10 @@ def depth_plan(fraction_of_macs_removed: float, removed: Sequence[str],
                shortcut: str = DEFAULT_SHORTCUT, round_to: int = 1) -> tuple[int, ...]:
     """Remove the ``removed`` blocks (0 filters), then :func:`uniform_plan` over the others.
 
-    Which blocks to remove is a measured choice: the ones whose removal alone costs least on
-    validation images (:func:`helpers.study.network.removal_accuracy`). If removing them already
-    meets the target the other blocks stay whole.
+    Which blocks to remove is a measured choice (study/05: in the stage whose depth plans run
+    fastest, the block whose removal alone costs least on the selection half,
+    :func:`helpers.study.network.removal_accuracy`). If removing them already meets the target
+    the other blocks stay whole.
     """
     if not removed:
         raise ValueError("depth_plan needs at least one block to remove")

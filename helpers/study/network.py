@@ -257,7 +257,8 @@ def removal_accuracy(model: ResNet, images: Tensor, labels: Tensor, calibration:
     residual branch becomes bn2's constant), repaired by refit + recalibration as
     :func:`prune_network` does, on ``images``. One row per block: ``block, accuracy, loss``
     (points lost against ``model`` as it is, without recalibration), ``eval_images``, most
-    accurate first: what :func:`helpers.plans.depth_plan` picks its blocks from."""
+    accurate first. study/05 picks the block its depth plans remove from it: the stage whose
+    depth plans are fastest on average, then that stage's most accurate block."""
     blocks = check_removable(blocks)
     ok_dense = correct(model, images, labels)
     rows = []
