@@ -47,18 +47,22 @@ class OnnxModel(nn.Module):
     """An ONNX Runtime CPU session that behaves like an eval-mode ``nn.Module``.
 
     ``threads`` sets the session's intra-op threads (one inter-op thread), as
-    ``torch.set_num_threads`` does for PyTorch. ``.to()``, ``.eval()`` and channels-last
-    conversions are no-ops (it has no parameters); the input is made contiguous before it is
-    handed over, a copy of a few megabytes at batch 256, which counts in its time.
+    ``torch.set_num_threads`` does for PyTorch. ``spinning=False`` (the default) lets those
+    threads sleep after a run: ONNX Runtime's own default keeps them spinning on the cores for
+    a while, and when models are timed in turn on 2 cores the spinning threads of one slow the
+    next. ``.to()``, ``.eval()`` and channels-last conversions are no-ops (it has no
+    parameters); the input is made contiguous before it is handed over, a copy of a few
+    megabytes at batch 256, which counts in its time.
     """
 
-    def __init__(self, graph: bytes, threads: int = 2):
+    def __init__(self, graph: bytes, threads: int = 2, spinning: bool = False):
         super().__init__()
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.threads = threads
         self.input_name = self.session.get_inputs()[0].name
@@ -68,9 +72,9 @@ class OnnxModel(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
-def to_onnxruntime(model: nn.Module, threads: int = 2) -> OnnxModel:
+def to_onnxruntime(model: nn.Module, threads: int = 2, spinning: bool = False) -> OnnxModel:
     """``model`` exported (:func:`export`) and loaded in an ONNX Runtime session."""
-    return OnnxModel(export(model), threads)
+    return OnnxModel(export(model), threads, spinning)
 
 
 @torch.no_grad()

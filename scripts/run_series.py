@@ -21,7 +21,8 @@ in its metadata, which the generated provenance cell reports.
 
 Run times go to results/series.json, per notebook: a lesson's under ``lesson`` (on a CPU) or
 ``lesson_gpu``, a study notebook's under its profile (``cpu``, ``full``); each with seconds,
-device, CPU threads and date. scripts/sync_notebooks.py then rewrites the provenance cells of
+device, CPU model, CPU threads and date. scripts/sync_notebooks.py then rewrites the provenance
+cells of
 the copied notebooks. Results of one study notebook appear in the provenance of later ones: run
 ``make sync`` (``make record`` and ``make reproduce`` do) after running only some notebooks. The
 ci profile writes its outputs to a temporary folder, so its executed notebooks are not copied
@@ -196,12 +197,12 @@ def record_time(stem: str, profile: str, seconds: float, path: Path = SERIES,
     """
     import torch
 
-    from helpers.device import device_name
+    from helpers.device import cpu_model, device_name
 
     series = json.loads(path.read_text()) if path.exists() else {}
     runs = series.setdefault("notebooks", {}).setdefault(stem, {})
     runs[profile] = {"seconds": round(seconds, 1), "device": device_name(),
-                     "threads": torch.get_num_threads(),
+                     "cpu": cpu_model(), "threads": torch.get_num_threads(),
                      "date": datetime.date.today().isoformat()}
     if note:
         runs[profile]["note"] = note

@@ -55,6 +55,7 @@ USES: dict[str, dict[str, str]] = {
     "03": {"checkpoint": "uses"},
     "04": {"checkpoint": "uses", "results": "block_pruning.json"},
     "05": {"checkpoint": "uses", "results": "network_pruning.json"},
+    "06": {"checkpoint": "uses", "results": "network_pruning.json"},  # reads, trains nothing
 }
 # The committed study results each lesson shows (every lesson but 01 uses the checkpoint).
 LESSON_SHOWS: dict[str, tuple[str, ...]] = {
@@ -63,6 +64,7 @@ LESSON_SHOWS: dict[str, tuple[str, ...]] = {
     "03": (),
     "04": ("block_pruning.json",),
     "05": ("network_pruning.json",),
+    "06": ("int8.json",),
 }
 
 
@@ -206,11 +208,17 @@ def _ran_with(nb) -> str | None:
     return nb.metadata.get("papermill", {}).get("parameters", {}).get("PROFILE")
 
 
+def machine(run: dict) -> str:
+    """'AMD EPYC, 2 threads' for a run of results/series.json: the CPU model where the run
+    was on a CPU and recorded it, else the device ('cpu' in older records, 'NVIDIA H200')."""
+    name = run.get("cpu") if run.get("device") == "cpu" and run.get("cpu") else run.get("device")
+    return (name or "—") + (f", {run['threads']} threads" if run.get("threads") else "")
+
+
 def _run_time(run: dict) -> str:
-    """'4.2 min on cpu, 2 threads' (and the run's note, if it has one)."""
-    threads = f", {run['threads']} threads" if run.get("threads") else ""
+    """'4.2 min on AMD EPYC, 2 threads' (and the run's note, if it has one)."""
     note = f" ({run['note']})" if run.get("note") else ""
-    return f"{duration(run['seconds'])} on {run.get('device')}{threads}{note}"
+    return f"{duration(run['seconds'])} on {machine(run)}{note}"
 
 
 def _runs(series: dict | None, stem: str) -> dict:

@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny CIFAR-10 written in the official pickle format, and the lab copy."""
+"""Shared fixtures: a tiny CIFAR-10 written in the official pickle format, the lab copy, and a
+folder of results files."""
 
+import json
 import os
 import pickle
 import warnings
@@ -57,3 +59,16 @@ def tiny_splits(tiny_data):
     from helpers.data import split_validation
 
     return split_validation(tiny_data, val_images=10)
+
+
+@pytest.fixture
+def write_results():
+    """``write_results(folder, name=data, ...)``: writes ``folder/results/<name>.json`` for each
+    keyword and returns that results folder (what scripts read as ``results/``)."""
+    def write(folder: Path, **files: dict) -> Path:
+        results = Path(folder) / "results"
+        results.mkdir(parents=True)
+        for name, data in files.items():
+            (results / f"{name}.json").write_text(json.dumps(data))
+        return results
+    return write

@@ -39,7 +39,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import torch
 from torch import nn
@@ -47,7 +46,7 @@ from tqdm.auto import tqdm
 
 from helpers.device import cpu_model
 from helpers.models import BLOCK_NAMES, DEFAULT_WIDTHS, STAGE_WIDTHS, load_model, resnet20
-from helpers.onnx_runtime import OnnxModel, export, to_onnxruntime
+from helpers.onnx_runtime import OnnxModel, to_onnxruntime
 from helpers.study.latency import (
     STAGES,
     predict_ms,
@@ -89,29 +88,22 @@ def variants() -> dict[str, tuple[int, ...]]:
     return out
 
 
-def in_runtime(module: nn.Module, runtime: str, threads: int, spin: bool = True) -> nn.Module:
+def in_runtime(module: nn.Module, runtime: str, threads: int, spin: bool = False) -> nn.Module:
     """``module`` as it is (PyTorch eager) or exported to an ONNX Runtime session.
 
-    ``spin=False`` turns off the spin-waiting of ONNX Runtime's intra-op threads
-    (``session.intra_op.allow_spinning = "0"``). By default those threads keep spinning on
-    the cores for a while after a run, waiting for more work; when several sessions are timed
-    in turn (interleaved rounds), one session's spinning threads then compete with the next
-    session's run on 2 cores, and which session pays depends on the visiting order. Without
-    spinning, idle threads sleep; a run then pays a wake-up per parallel section instead.
+    ``spin=False`` (the default, as :class:`helpers.onnx_runtime.OnnxModel`'s) turns off the
+    spin-waiting of ONNX Runtime's intra-op threads (``session.intra_op.allow_spinning =
+    "0"``). With it on, those threads keep spinning on the cores for a while after a run,
+    waiting for more work; when several sessions are timed in turn (interleaved rounds), one
+    session's spinning threads then compete with the next session's run on 2 cores, and which
+    session pays depends on the visiting order. Without spinning, idle threads sleep; a run
+    then pays a wake-up per parallel section instead.
     """
     if runtime == "pytorch":
         return module
     if runtime != "onnxruntime":
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if spin:
-        return to_onnxruntime(module, threads)
-    model = OnnxModel(graph := export(module), threads)
-    options = ort.SessionOptions()  # OnnxModel's options, with spinning off
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    return model
+    return to_onnxruntime(module, threads, spinning=spin)
 
 
 def network(widths: Sequence[int], runtime: str, threads: int, shortcut: str = "conv3x3",
@@ -243,7 +235,7 @@ def machine(threads: int | None = None) -> dict:
 
 
 PROCESSES = 3  # fresh timing processes a verdict needs at least (see verdict)
-Spec = Mapping[str, "str | Mapping"]  # name: checkpoint path, or resnet20 keyword arguments
+Spec = Mapping[str, "str | Mapping"]  # name: checkpoint or .onnx path, or resnet20 keywords
 
 
 def _build(spec: str | Mapping) -> nn.Module:
@@ -263,10 +255,13 @@ def time_in_process(spec: Spec, runtimes: Sequence[str], batch_sizes: Sequence[i
     batch size, in this process: rows of ``runtime, model, batch_size, threads, rounds,
     median_ms, speedup, ...``."""
     torch.manual_seed(seed)
-    folded = {name: fold_bn(_build(v).eval()) for name, v in spec.items()}
+    graphs = {n: v for n, v in spec.items() if isinstance(v, str) and v.endswith(".onnx")}
+    folded = {name: fold_bn(_build(v).eval()) for name, v in spec.items() if name not in graphs}
     rows = []
     for runtime in runtimes:
         nets = {name: in_runtime(m, runtime, threads, spin) for name, m in folded.items()}
+        if runtime == "onnxruntime":  # ONNX graphs as saved (e.g. int8): this runtime only
+            nets |= {n: OnnxModel(Path(p).read_bytes(), threads, spin) for n, p in graphs.items()}
         rows += [row | {"runtime": runtime} for b in batch_sizes
                  for row in latency_table(nets, b, repeats, calls, threads, reference)
                  .to_dict("records")]
@@ -408,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dated["residual_measured"] = old["residual_measured"]
     else:
         dated = {"date": time.strftime("%Y-%m-%d"), "seconds": seconds}
-    result = {**machine(a.threads), "repeats": a.repeats, "calls": a.calls, "ort_spinning": True,
+    result = {**machine(a.threads), "repeats": a.repeats, "calls": a.calls, "ort_spinning": False,
               **dated, "tolerance_fixed": TOLERANCE_FIXED,
               "tolerance": {str(k): v for k, v in TOLERANCE.items()},
               "tables": {r: {str(b): t for b, t in by.items()} for r, by in tables.items()},

@@ -328,14 +328,15 @@ def speed_by_runtime(result: Mapping, batch_size: int = 256, title: str = ""):
 HEADLINE_MARKERS = {"PyTorch": "o", "ONNX Runtime": "s"}  # one marker style per runtime
 
 
-def headline(points: Sequence[Mapping], confirmation_images: int, cpu_threads: int,
-             batch_size: int = 256):
+def headline(points: Sequence[Mapping], confirmation_images: int, cpu: str, cpu_threads: int,
+             batch_size: int = 256, spread: str = "95% interval"):
     """The README's figure: accuracy against measured speed-up of the committed networks.
 
     ``points``: one mapping per network, ``{"label", "accuracy", "unpruned", "speed"}`` with
     ``speed`` ``{runtime: (median, low, high)}`` for each key of :data:`HEADLINE_MARKERS`
     (the unpruned network: 1 in both). One colour per network, one marker per runtime (filled:
-    PyTorch, open: ONNX Runtime), 95% intervals as error bars; the legend sits outside the axes.
+    PyTorch, open: ONNX Runtime), the timings' ``spread`` as error bars; the legend sits outside
+    the axes. ``cpu``: the CPU model the speed-ups were measured on (they differ between CPUs).
     """
     fig, ax = plt.subplots(figsize=(7.2, 3.6))
     colors = sns.color_palette("deep", len(points))
@@ -361,9 +362,9 @@ def headline(points: Sequence[Mapping], confirmation_images: int, cpu_threads: i
     xs = [v[2] for p in points for v in p["speed"].values()]
     ys = [100 * p["accuracy"] for p in points]
     ax.set(xlim=(0.8, max(xs) + 0.3), ylim=(min(ys) - 0.6, max(ys) + 0.4),
-           xlabel=f"measured speed-up at batch {batch_size} (BN-folded; 95% interval)",
+           xlabel=f"measured speed-up at batch {batch_size} (BN-folded; bars: {spread})",
            ylabel=f"accuracy (%), {confirmation_images:,}\nconfirmation images")
-    ax.set_title(f"Measured on a CPU, {cpu_threads} threads: accuracy of the committed networks "
+    ax.set_title(f"Measured on {cpu}, {cpu_threads} threads: accuracy of the committed networks "
                  f"on {confirmation_images:,} validation images\n(the confirmation half) against "
                  f"their speed-up over the unpruned network", fontsize=10)
     fig.tight_layout()
