@@ -1,6 +1,5 @@
 """Render README.md and RESULTS.md from the Jinja2 templates in scripts/templates/ (the prose)
-and draw img/headline.png. This script only loads results/*.json and computes what derives from
-them (means, counts, verdicts, run-time sums); the templates format it with the filters below.
+and draw img/headline.png; this script only loads results/*.json and derives values from them.
 
     python scripts/make_readme.py          # rewrite README.md, RESULTS.md and img/headline.png
     python scripts/make_readme.py --check  # exit 1 if README.md or RESULTS.md is out of date
@@ -20,6 +19,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sync_notebooks  # noqa: E402  (sibling script: repository URL, badges, durations)
+from sync_notebooks import machine  # noqa: E402  ('AMD EPYC, 2 threads' for a run's record)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,7 +31,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 RESULTS_DIR, IMG_DIR = ROOT / "results", ROOT / "img"
 NOTEBOOK_DIR, STUDY_DIR = ROOT / "notebooks", ROOT / "study"
 PAGES = {"README.md": "README.md.j2", "RESULTS.md": "RESULTS.md.j2"}
-RESULT_FILES = ("train", "bench_train", "block_pruning", "network_pruning", "series", "latency")
+RESULT_JSON = "train bench_train bench_latency block_pruning network_pruning series latency int8"\
+    .split()
 FIGURES = ("train_curves", "block_pruning", "pareto")  # img/*.png shown on RESULTS.md
 CLUSTER_RULES, REFERENCE_RULE = ("first", "nearest", "centroid", "merge"), "l1"
 TREATMENTS = ("none", "recal", "refit+recal")
@@ -60,15 +61,12 @@ FILTERS = {name: lambda x, *a, f=f: DASH if _missing(x) else f(x, *a)
 pct, count, target = FILTERS["pct"], FILTERS["count"], FILTERS["target"]
 
 
-def wilson(accuracy, images) -> str:
+def wilson(accuracy, images) -> str:  # the filter 'wilson'
     """'88.12% (95% CI 87.21%–88.98%, 5,000 images)'."""
     if _missing(accuracy) or not images:
         return DASH
     low, high = sync_notebooks.wilson_interval(accuracy, int(images))
     return f"{pct(accuracy)} (95% CI {pct(low)}–{pct(high)}, {count(images)} images)"
-
-
-FILTERS["wilson"] = wilson
 
 
 def mean(values) -> float | None:
@@ -128,10 +126,9 @@ def block_summary(r: dict) -> dict:
 
 
 def verdict(low, high, goal) -> str | None:
-    """A speed-up interval against its goal: met, missed, or not decided."""
-    if goal and not (_missing(low) or _missing(high)):
-        return "met" if low >= goal else "missed" if high < goal else "not decided"
-    return None
+    """A speed-up interval against its goal: met, missed, or not decided (None: unmeasured)."""
+    return None if not goal or _missing(low) or _missing(high) else (
+        "met" if low >= goal else "missed" if high < goal else "not decided")
 
 
 def network_summary(r: dict) -> dict:
@@ -189,9 +186,12 @@ def headline_points(r: dict) -> list[dict]:
     return pts
 
 
-def where(run: dict) -> str:
-    """'cpu, 2 threads' for a run of results/series.json."""
-    return run.get("device", DASH) + (f", {run['threads']} threads" if run.get("threads") else "")
+def headline_timing(r: dict) -> dict:
+    """CPU model and threads of the latency plan's rounds (shared by the headline's), bars."""
+    n = (lp := (r.get("latency_plans") or [{}])[0]).get("timing_processes")
+    return {"cpu": lp.get("cpu") or "a CPU (model not recorded)", "cpu_threads": lp.get(
+        "cpu_threads") or r["cpu_threads"], "spread": f"slowest to fastest of {n} timing "
+            f"processes" if n else "95% interval"}
 
 
 def run_cell(run: dict | None, notes: list[str]) -> str:
@@ -201,7 +201,7 @@ def run_cell(run: dict | None, notes: list[str]) -> str:
         return NOT_MEASURED
     notes += [run["note"]] if run.get("note") else []
     mark = f" ({len(notes)})" if run.get("note") else ""
-    return f"{sync_notebooks.duration(run['seconds'])} ({where(run)}){mark}"
+    return f"{sync_notebooks.duration(run['seconds'])} ({machine(run)}){mark}"
 
 
 def notebooks(folder: Path, name: str, keys: tuple, runs: dict, notes: list, url: str) -> list:
@@ -217,15 +217,15 @@ def reproduce_rows(stems: list[str], runs: dict, notes: list[str]) -> list[dict]
     times in the profile it picks there, the notebooks not measured, and those with a note
     (e.g. cached work; their notes appended to ``notes``): both make the sum a lower bound."""
     rows = []
-    for profile, machine in REPRODUCE_ON:
+    for profile, where in REPRODUCE_ON:
         done = {s: runs[s][profile] for s in stems if runs.get(s, {}).get(profile)}
         noted = [s for s, run in done.items() if run.get("note")]
         notes += [done[s]["note"] for s in noted]
-        rows.append({"machine": machine, "profile": profile,
+        rows.append({"machine": where, "profile": profile,
                      "noted": list(enumerate(noted, len(notes) - len(noted) + 1)),
                      "seconds": sum(run["seconds"] for run in done.values()) if done else None,
                      "missing": [s for s in stems if s not in done],
-                     "devices": ", ".join(dict.fromkeys(map(where, done.values())))})
+                     "devices": ", ".join(dict.fromkeys(map(machine, done.values())))})
     return rows
 
 
@@ -233,7 +233,7 @@ def context(results_dir=RESULTS_DIR, img_dir=IMG_DIR, notebook_dir=NOTEBOOK_DIR,
             study_dir=STUDY_DIR, url: str | None = None) -> dict:
     """Everything the templates show: the results files as loaded, and what derives from them."""
     r = {n: json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
-         for n, p in ((n, Path(results_dir) / f"{n}.json") for n in RESULT_FILES)}
+         for n, p in ((n, Path(results_dir) / f"{n}.json") for n in RESULT_JSON)}
     url = url or sync_notebooks.repo_url()
     runs, notes, later = (r["series"] or {}).get("notebooks", {}), [], []
     net, stems = r["network_pruning"], [p.stem for p in sync_notebooks.notebooks(study_dir)]
@@ -246,6 +246,7 @@ def context(results_dir=RESULTS_DIR, img_dir=IMG_DIR, notebook_dir=NOTEBOOK_DIR,
         "blocks": block_summary(r["block_pruning"]) if r["block_pruning"] else None,
         "net": network_summary(net) if net else None,
         "headline_points": headline_points(net) if net else [], "batch": HEADLINE_BATCH,
+        "timing": headline_timing(net) if net else None,
         "figures": [f for f in FIGURES if (Path(img_dir) / f"{f}.png").exists()],
         "stage_widths": STAGE_WIDTHS, "epochs": {p: SIZES[p].train.epochs for p in SIZES},
         "modules": {k: [p.stem for p in sorted((ROOT / "helpers" / sub).glob("[a-z]*.py"))]
@@ -258,7 +259,7 @@ def render(ctx: dict, templates: Path = TEMPLATES) -> dict[str, str]:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
-    env.filters.update(FILTERS)
+    env.filters.update(FILTERS, wilson=wilson)
     return {page: env.get_template(name).render(**ctx) for page, name in PAGES.items()}
 
 
@@ -266,7 +267,7 @@ def draw_headline(ctx: dict, img_dir: Path = IMG_DIR) -> None:
     """img/headline.png from the context's headline points, saved as the study saves figures."""
     if net := ctx["headline_points"] and ctx["network_pruning"]:
         fig = network_plots.headline(ctx["headline_points"], net["confirmation_images"],
-                                     net["cpu_threads"], HEADLINE_BATCH)
+                                     batch_size=HEADLINE_BATCH, **ctx["timing"])
         fig.savefig(Path(img_dir) / "headline.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
 
@@ -275,14 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     parser.add_argument("--out", type=Path, default=ROOT, help="folder of README.md, RESULTS.md")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--img", type=Path, default=IMG_DIR)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="results/*.json")
+    parser.add_argument("--img", type=Path, default=IMG_DIR, help="where headline.png goes")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="the lessons")
     parser.add_argument("--study", type=Path, default=STUDY_DIR, help="the study notebooks")
     args = parser.parse_args(argv)
 
-    ctx = context(args.results, args.img, args.notebooks, args.study)
-    pages = render(ctx)
+    pages = render(ctx := context(args.results, args.img, args.notebooks, args.study))
     stale = [p for p, text in pages.items() if not (args.out / p).exists()
              or (args.out / p).read_text(encoding="utf-8") != text]
     if args.check:

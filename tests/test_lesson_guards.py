@@ -537,6 +537,27 @@ def my_plan_params(plan, shortcut="conv3x3", classes=10):
         c_in = c_out
     return total + 64 * classes + classes
 '''),
+    "06": ("my_qparams", {
+        "zero point off by one": '''
+def my_qparams(low, high, dtype="uint8"):
+    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / (qmax - qmin)
+    return scale, int(round(qmin - low / scale)) + 1
+''',
+        "range not widened to hold 0": '''
+def my_qparams(low, high, dtype="uint8"):
+    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
+    scale = (high - low) / (qmax - qmin)
+    return scale, int(round(qmin - low / scale))
+''',
+    }, '''
+def my_qparams(low, high, dtype="uint8"):
+    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / (qmax - qmin)
+    return scale, int(round(qmin - low / scale))
+'''),
 }
 
 
@@ -572,6 +593,23 @@ def test_exercise_check_rejects_a_wrong_answer_and_accepts_a_right_one(kernel):
             f"the check of {function} accepts a wrong answer ({name}): {verdicts[name]!r}")
     assert verdicts["right answer"].startswith("right"), (
         f"the check of {function} rejects a right answer: {verdicts['right answer']!r}")
+
+
+def test_lesson_06_hand_convolution_check_fails_on_a_wrong_zero_point(kernel):
+    """Issue 31: lesson 06's int8 convolution by hand matches ONNX Runtime within one output
+    step; with the input's zero point off by one (a seeded error) its check says wrong."""
+    if kernel.path.name[:2] != "06":
+        pytest.skip("lesson 06 only")
+    k = _lesson_kernel(kernel)
+    check = next(c.source for c in k.cells if "from-scratch-check" in c.metadata.get("tags", []))
+    from nbclient.exceptions import CellExecutionError
+
+    assert k.run(check).strip().splitlines()[-1].startswith("right")
+    call = "by_hand(images.numpy(), int(zx))"
+    seeded = check.replace(call, call.replace("int(zx)", "int(zx) + 1"))
+    assert seeded != check
+    with pytest.raises(CellExecutionError, match="wrong: by hand and the runtime are"):
+        k.run(seeded)
 
 
 def test_exercise_seeded_defect_a_check_that_accepts_a_wrong_answer(tmp_path):

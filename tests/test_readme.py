@@ -211,13 +211,13 @@ def test_headline_figure_exists_and_its_legend_covers_no_data():
     ctx = make_readme.context()
     labels = [p["label"] for p in ctx["headline_points"]]
     assert labels[0] == "unpruned" and len(labels) == 3  # unpruned, 50% MACs, chosen by latency
-    net = ctx["network_pruning"]
-    fig = network_plots.headline(ctx["headline_points"], net["confirmation_images"],
-                                 net["cpu_threads"])
+    net, t = ctx["network_pruning"], ctx["timing"]
+    fig = network_plots.headline(ctx["headline_points"], net["confirmation_images"], **t)
     fig.canvas.draw()
     ax = fig.axes[0]
     title = ax.get_title()
-    assert f"{net['cpu_threads']} threads" in title and "CPU" in title
+    assert f"Measured on {t['cpu']}, {t['cpu_threads']} threads" in title
+    assert t["spread"] in ax.get_xlabel()
     assert f"{net['confirmation_images']:,} validation images" in title
 
     def overlaps(legend) -> bool:
@@ -303,7 +303,8 @@ def test_findings_follow_the_results(tmp_path):
     assert "81.23% of 2,345 confirmation images" in findings and "2.50× faster" in findings
     assert "99.0× faster than the seed pipeline" in pages["RESULTS.md"]
     fewer = render(results_copy(tmp_path / "less", network_pruning=None))
-    assert len(bullets(section(fewer["README.md"], "What we found"))) == 3
+    kept = bullets(section(fewer["README.md"], "What we found"))  # training, two sweep, int8
+    assert len(kept) == 4 and "Int8 first" in kept[-1]
     assert "](img/headline.png)" not in fewer["README.md"]
     assert "Whole-network" not in fewer["RESULTS.md"]
     none = render(tmp_path / "none")
@@ -356,16 +357,8 @@ def _row(markdown: str, startswith: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def _write(tmp_path: Path, **files: dict) -> Path:
-    results = tmp_path / "results"
-    results.mkdir(parents=True)
-    for name, data in files.items():
-        (results / f"{name}.json").write_text(json.dumps(data))
-    return results
-
-
-def test_training_table(tmp_path):
-    md = render(_write(tmp_path, train=TRAIN))["RESULTS.md"]
+def test_training_table(tmp_path, write_results):
+    md = render(write_results(tmp_path, train=TRAIN))["RESULTS.md"]
     low, high = sync_notebooks.wilson_interval(0.931, 1000)
     assert _row(md, "| 90.00%") == [
         "90.00% (95% CI 89.14%–90.80%, 5,000 images)",
@@ -375,12 +368,12 @@ def test_training_table(tmp_path):
     assert "50,000 images" in md and "BasicBlock" not in md  # missing files are skipped
 
 
-def test_block_table_leaves_out_the_unpruned_points(tmp_path):
+def test_block_table_leaves_out_the_unpruned_points(tmp_path, write_results):
     records = [{"block": "layer1.0", "strategy": s, "bn_recalibration": recal,
                 "kept_filters": k, "accuracy": a} for s, recal, k, a in (
         ("kmeans", False, 16, 0.9), ("kmeans", False, 8, 0.8), ("kmeans", False, 4, 0.6),
         ("kmeans", True, 8, 0.9), ("l1", False, 8, 0.5), ("l1", True, 8, 0.7))]
-    md = render(_write(tmp_path, block_pruning={"eval_images": 100, "eval_split": "val",
+    md = render(write_results(tmp_path, block_pruning={"eval_images": 100, "eval_split": "val",
                                                  "records": records}))["RESULTS.md"]
     # mean: as pruned, recal, refit + recal | half kept: the same (older files: no refit)
     assert _row(md, "| `kmeans`") == ["`kmeans`", "70.00%", "90.00%", "—", "80.00%", "90.00%",
@@ -389,8 +382,8 @@ def test_block_table_leaves_out_the_unpruned_points(tmp_path):
     assert "100 validation images" in md and "averaged over 1 blocks" in md
 
 
-def test_network_table_and_verdicts(tmp_path):
-    md = render(_write(tmp_path, network_pruning=NETWORK))["RESULTS.md"]
+def test_network_table_and_verdicts(tmp_path, write_results):
+    md = render(write_results(tmp_path, network_pruning=NETWORK))["RESULTS.md"]
     rows = [r for r in md.splitlines() if re.match(r"\| (\*\*)?\d+%", r)]
     assert [r.split("|")[3].strip() for r in rows] == ["`random`", "`l1`", "`kmeans`"]
     assert _row(md, "| **50%** (headline)")[:12] == [
@@ -402,7 +395,7 @@ def test_network_table_and_verdicts(tmp_path):
     missed = NETWORK | {"records": [NETWORK["records"][1] | {
         "acc_confirmation": 0.92, "speedup_cpu_batch256_low": 1.4,
         "speedup_cpu_batch256_high": 1.49}]}
-    md = render(_write(tmp_path / "missed", network_pruning=missed))["RESULTS.md"]
+    md = render(write_results(tmp_path / "missed", network_pruning=missed))["RESULTS.md"]
     assert "(missed)" in md and "against 1.5×:\nmissed" in md
     assert make_readme.verdict(1.45, 1.6, 1.5) == "not decided"
     assert make_readme.verdict(None, 1.6, 1.5) is None
@@ -411,7 +404,9 @@ def test_network_table_and_verdicts(tmp_path):
 def test_latency_plan_section(tmp_path):
     def plan(d):
         d["latency_plans"][0].update(stage_widths=[16, 16, 64],
-                                     speedup_onnxruntime_batch256_high=1.49)
+                                     speedup_onnxruntime_batch256_high=1.49,
+                                     speedup_torch_batch256=1.71, speedup_torch_batch256_low=1.71,
+                                     speedup_torch_batch256_high=1.73)
         return d
 
     md = render(results_copy(tmp_path, network_pruning=plan))["RESULTS.md"]
@@ -430,7 +425,7 @@ def test_figures_only_when_present(tmp_path):
     assert "](img/pareto.png)" in md and "train_curves.png" not in md
 
 
-def test_notebook_tables_run_times_and_a_new_study_notebook(tmp_path):
+def test_notebook_tables_run_times_and_a_new_study_notebook(tmp_path, write_results):
     study = tmp_path / "study"
     study.mkdir()
     for name in ("02_b", "03_c", "06_latency"):
@@ -442,7 +437,7 @@ def test_notebook_tables_run_times_and_a_new_study_notebook(tmp_path):
                                      "full": {"seconds": 60.0, **gpu}},
                             "03_c": {"cpu": {"seconds": 1200.0, "note": "cached", **cpu},
                                      "full": {"seconds": 120.0, **gpu}}}}
-    pages = render(_write(tmp_path, series=series), study=study)
+    pages = render(write_results(tmp_path, series=series), study=study)
     readme = pages["README.md"]
     assert _row(readme, "| [02_b](study/02_b.ipynb)")[1:4] == [
         "02 · Title 02_b", "10.0 min (cpu, 2 threads)", "60 s (NVIDIA H200, 16 threads)"]
@@ -459,3 +454,25 @@ def test_notebook_tables_run_times_and_a_new_study_notebook(tmp_path):
     assert make_readme.run_cell(None, notes) == "not yet measured" and notes == []
     assert make_readme.run_cell({"seconds": 291.2, "device": "NVIDIA H200", "threads": 16},
                                 notes) == "4.9 min (NVIDIA H200, 16 threads)"
+
+
+def test_readme_speedups_name_the_cpu_they_were_measured_on():
+    """Speed-ups differ between CPUs by more than their spread: every README line that states
+    one (an '×' after a number) names the CPU model of the latency plan's timing record."""
+    lp = json.loads((ROOT / "results" / "network_pruning.json").read_text())["latency_plans"][0]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    findings = readme.split("## What we found")[1].split("\n## ")[0]
+    caption = readme.split("![")[1].split("## Quick start")[0]
+    for text in [caption, *(b for b in findings.split("\n* ") if re.search(r"\d×", b)
+                            and "ONNX Runtime" in b)]:
+        assert lp["cpu"] in text and f"{lp['cpu_threads']} threads" in text, text[:120]
+
+
+def test_headline_timing_names_the_record_cpu_or_says_it_is_missing():
+    net = {"cpu_threads": 2, "latency_plans": [{"cpu": "Some CPU", "cpu_threads": 2,
+                                                "timing_processes": 3}]}
+    assert make_readme.headline_timing(net) == {
+        "cpu": "Some CPU", "cpu_threads": 2,
+        "spread": "slowest to fastest of 3 timing processes"}
+    old = make_readme.headline_timing({"cpu_threads": 2, "latency_plans": [{}]})
+    assert old["cpu"] == "a CPU (model not recorded)" and old["spread"] == "95% interval"

@@ -29,6 +29,7 @@ EXPECTED_NOTEBOOKS = [
     "03_filters_and_clusters.ipynb",
     "04_block_pruning.ipynb",
     "05_network_pruning.ipynb",
+    "06_deploying_int8.ipynb",
 ]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # the lessons
 STUDY = sorted((ROOT / "study").glob("[0-9][0-9]_*.ipynb"))  # the reproduction
@@ -74,10 +75,11 @@ def test_repository_url_is_written_only_in_pyproject():
 # --------------------------------------------------------------------------- notebooks
 
 
-def test_the_five_lessons_and_the_five_study_notebooks_exist():
+def test_the_six_lessons_and_the_five_study_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED_NOTEBOOKS
-    # study/02-05 reproduce lessons 02-05; study/06 holds the latency research moved out of 05
-    assert [p.name for p in STUDY] == [*EXPECTED_NOTEBOOKS[1:], "06_latency.ipynb"]
+    # study/02-05 reproduce lessons 02-05; study/06 holds the latency research moved out of 05;
+    # lesson 06 reads python -m helpers.study.int8, which has no notebook of its own
+    assert [p.name for p in STUDY] == [*EXPECTED_NOTEBOOKS[1:5], "06_latency.ipynb"]
 
 
 def _read(path: Path):
@@ -242,6 +244,7 @@ TERMS = {
     "03": ("k-means++", "D²"),
     "04": ("refit", "recal", "point", "percentage point", "McNemar"),
     "05": ("MACs", "distillation", "Pareto front"),
+    "06": ("scale", "zero point", "calibration", "int8"),
 }
 FROM_SCRATCH_LINES = 20
 CHECKS = ("assert_close", "torch.equal", "array_equal", "assert ")
@@ -549,12 +552,12 @@ def test_navigation_links_previous_and_next():
     assert "[02 · B](02_b.ipynb)" in last and "last notebook" in last
 
 
-def test_sync_all_writes_then_checks_clean(tmp_path):
+def test_sync_all_writes_then_checks_clean(tmp_path, write_results):
     nbdir = tmp_path / "study"  # the study's provenance: which notebook trained the checkpoint
     nbdir.mkdir()
     for name in ("01_a.ipynb", "02_b.ipynb"):
         nbformat.write(_title_only_notebook(), nbdir / name)
-    results = _write_results(tmp_path, train=TRAIN)
+    results = write_results(tmp_path, train=TRAIN)
     assert len(sync_notebooks.sync_all(nbdir, results, URL, write=False)) == 2
     assert len(sync_notebooks.sync_all(nbdir, results, URL)) == 2
     assert sync_notebooks.sync_all(nbdir, results, URL) == []  # idempotent, also on disk
@@ -601,14 +604,6 @@ TRAIN = {
     "macs": 40_810_000,
     "seed": 0,
 }
-
-
-def _write_results(tmp_path: Path, **files: dict) -> Path:
-    results = tmp_path / "results"
-    results.mkdir(parents=True)
-    for name, data in files.items():
-        (results / f"{name}.json").write_text(json.dumps(data))
-    return results
 
 
 # --------------------------------------------------------------------------- run_series
@@ -678,6 +673,9 @@ def test_clean_file_and_record_time(tmp_path, monkeypatch):
     assert list(data["notebooks"]) == ["01_x", "02_x", "03_x"]
     assert data["notebooks"]["02_x"]["cpu"]["seconds"] == 90.0
     assert {"device", "threads", "date"} <= set(data["notebooks"]["01_x"]["full"])
+    from helpers.device import cpu_model
+
+    assert data["notebooks"]["01_x"]["full"]["cpu"] == cpu_model()
 
 
 def test_select_notebooks(tmp_path):
@@ -722,3 +720,13 @@ def test_lesson_run_times_are_kept_per_kind_of_device(monkeypatch):
         monkeypatch.setattr("torch.cuda.is_available", lambda cuda=cuda: cuda)
         assert run_series.lesson_key() == key
         assert key in sync_notebooks.LESSON_RUNS
+
+
+def test_run_records_name_the_cpu_model():
+    """A run time on a CPU names the CPU model (hosts change between runs); older records,
+    which have none, show their device; a GPU run shows the GPU."""
+    assert sync_notebooks.machine({"device": "cpu", "cpu": "AMD EPYC", "threads": 2}) == (
+        "AMD EPYC, 2 threads")
+    assert sync_notebooks.machine({"device": "cpu", "threads": 2}) == "cpu, 2 threads"
+    assert sync_notebooks.machine({"device": "NVIDIA H200", "cpu": "AMD EPYC",
+                                   "threads": 16}) == "NVIDIA H200, 16 threads"

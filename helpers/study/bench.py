@@ -2,7 +2,7 @@
 
     python -m helpers.study.bench train   # fp32 vs bf16 (vs CUDA graph) steps; seed pipeline
     python -m helpers.study.bench sweep   # cached block-pruning sweep vs the naive one
-    python -m helpers.study.bench latency # the committed networks' speed-ups on this CPU
+    python -m helpers.study.bench latency # the committed networks (fp32, int8) on this CPU
 
 Each prints the measured numbers and their ratios; ``--json FILE`` also writes them.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -159,13 +161,36 @@ LATENCY_NETWORKS = {"unpruned": "resnet20.pt", "50% MACs": "resnet20_pruned50.pt
                     "latency": "resnet20_latency.pt"}  # in checkpoints/; the first: reference
 
 
+def int8_graphs(spec: dict[str, str], folder: Path, root: str | None = None,
+                calibration_images: int = 512) -> dict[str, str]:
+    """Each checkpoint of ``spec`` BN-folded and quantized to int8 for ONNX Runtime
+    (:func:`helpers.study.quantize.quantize_onnx`: uint8 activations, the constant adds of
+    removed blocks kept float), calibrated on the first training images: ``{"<name> int8":
+    path of its .onnx file in folder}``."""
+    from helpers.models import load_model
+    from helpers.study.network import fold_bn
+    from helpers.study.quantize import quantize_onnx
+
+    calibration = normalize(load_splits(root=root, download=True, warn=False)
+                            .train_images[:calibration_images])
+    out = {}
+    for name, checkpoint in spec.items():
+        graph = quantize_onnx(fold_bn(load_model(checkpoint, "cpu").eval()), calibration,
+                              "uint8", float_adds=True)
+        (path := folder / f"{len(out)}.onnx").write_bytes(graph)
+        out[f"{name} int8"] = str(path)
+    return out
+
+
 def bench_latency(args) -> dict:
     """The committed networks, BN-folded, against the unpruned one on this CPU, in PyTorch and
     ONNX Runtime at the same thread count: ``--processes`` fresh processes (at least 3) of
     ``--rounds`` interleaved rounds each (:func:`helpers.study.latency_tables.process_timings`,
     ONNX Runtime's threads not spinning between runs: see
     :func:`helpers.study.latency_tables.in_runtime`); a verdict against the 1.5x goal reads the
-    spread between the processes. About a minute on 2 idle cores at the defaults."""
+    spread between the processes. ``--int8`` (the default) adds each network quantized to int8
+    (:func:`int8_graphs`, ONNX Runtime only; it reads the first training images to calibrate).
+    """
     from helpers import paths
     from helpers.study.latency_plans import GOAL
     from helpers.study.latency_tables import RUNTIMES, machine, process_summary, process_timings
@@ -177,7 +202,11 @@ def bench_latency(args) -> dict:
                          f"network is the reference (make checkpoints, or study/02)")
     batches = (256, 1) if args.batch1 else (256,)
     start = time.perf_counter()
-    per = process_timings(spec, RUNTIMES, batches, args.processes, args.rounds, 1, args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.int8:  # ONNX Runtime only: each network in int8 (uint8 activations, float adds)
+            spec |= int8_graphs(spec, Path(tmp), args.root)
+        per = process_timings(spec, RUNTIMES, batches, args.processes, args.rounds, 1,
+                              args.threads)
     table = process_summary(per, GOAL)
     out = machine(args.threads) | {"processes": args.processes, "rounds": args.rounds,
                                    "ort_spinning": False, "goal_speedup": GOAL,
@@ -191,7 +220,7 @@ def bench_latency(args) -> dict:
           f"against {GOAL:g}x: met if the slowest process reaches it, missed if the fastest "
           "does not")
     for r in table.itertuples():
-        print(f"  {r.runtime:12s} batch {r.batch_size:3d} {r.model:9s} {r.median_ms:8.2f} ms  "
+        print(f"  {r.runtime:12s} batch {r.batch_size:3d} {r.model:14s} {r.median_ms:8.2f} ms  "
               f"{r.speedup:.2f}x ({r.speedup_low:.2f}-{r.speedup_high:.2f})"
               + ("" if r.model == "unpruned" else f"  {r.verdict}"))
     return out
@@ -214,6 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--processes", type=int, default=3,
                         help="fresh timing processes, at least 3 (latency)")
     parser.add_argument("--batch1", action="store_true", help="also time batch 1 (latency)")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the networks in int8, ONNX Runtime (latency)")
     parser.add_argument("--seed-steps", type=int, default=20,
                         help="seed-pipeline batches to time, 0 to skip (train)")
     parser.add_argument("--train-images", type=int, default=None,

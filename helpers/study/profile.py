@@ -115,6 +115,17 @@ class NetworkSizes:
 
 
 @dataclass(frozen=True)
+class Int8Sizes:
+    """``python -m helpers.study.int8``: the committed networks quantized and timed."""
+
+    calibration_images: int = 512  # training images the activation ranges are taken from
+    eval_images: int | None = None  # validation images scored (None: all 5,000)
+    rounds: int = 15  # interleaved rounds per timing process
+    processes: int = 3  # fresh timing processes (a verdict needs at least 3)
+    batch_sizes: tuple[int, ...] = (256, 1)
+
+
+@dataclass(frozen=True)
 class Sizes:
     """Every size of one profile, notebook by notebook (the one source of truth)."""
 
@@ -122,6 +133,7 @@ class Sizes:
     clusters: ClusterSizes
     sweep: SweepSizes = SweepSizes()
     network: NetworkSizes = NetworkSizes()
+    int8: Int8Sizes = Int8Sizes()
 
 
 SIZES: dict[str, Sizes] = {
@@ -156,6 +168,7 @@ SIZES: dict[str, Sizes] = {
                              finetune_images=512, schedules=((0.04, 128), (0.1, 64)),
                              headline_epochs=2, other_epochs=1, screen_epochs=1,
                              timing_steps=1, latency_repeats=5, latency_calls=2),
+        int8=Int8Sizes(calibration_images=64, eval_images=500, rounds=3, batch_sizes=(256,)),
     ),
 }
 
