@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,6 @@ def start(name: str, profile: str = "auto", seed: int = 0) -> Lesson:
         scratch = SCRATCH / name
         scratch.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # text bars without ipywidgets
     lesson = Lesson(name, "ci" if profile == "ci" else "lesson", device, scratch)
     threads = torch.get_num_threads()
     where = device_name(device) if lesson.gpu else f"{cpu_model()}, {threads} threads"
