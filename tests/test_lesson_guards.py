@@ -537,26 +537,25 @@ def my_plan_params(plan, shortcut="conv3x3", classes=10):
         c_in = c_out
     return total + 64 * classes + classes
 '''),
-    "06": ("my_qparams", {
-        "zero point off by one": '''
-def my_qparams(low, high, dtype="uint8"):
-    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = (high - low) / (qmax - qmin)
-    return scale, int(round(qmin - low / scale)) + 1
+    "06": ("my_weight_scales", {
+        "one scale for the whole tensor": '''
+def my_weight_scales(w):
+    import numpy as np
+    return np.full(len(w), np.abs(w).max() / 127)
 ''',
-        "range not widened to hold 0": '''
-def my_qparams(low, high, dtype="uint8"):
-    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
-    scale = (high - low) / (qmax - qmin)
-    return scale, int(round(qmin - low / scale))
+        "the largest weight, not the largest magnitude": '''
+def my_weight_scales(w):
+    return w.reshape(len(w), -1).max(axis=1) / 127
+''',
+        "spread over 255 steps": '''
+def my_weight_scales(w):
+    import numpy as np
+    return np.abs(w).reshape(len(w), -1).max(axis=1) / 255
 ''',
     }, '''
-def my_qparams(low, high, dtype="uint8"):
-    qmin, qmax = {"uint8": (0, 255), "int8": (-128, 127)}[dtype]
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = (high - low) / (qmax - qmin)
-    return scale, int(round(qmin - low / scale))
+def my_weight_scales(w):
+    import numpy as np
+    return np.abs(w).reshape(len(w), -1).max(axis=1) / 127
 '''),
 }
 

@@ -117,6 +117,24 @@ def to_int8(model: nn.Module, calibration_images: Tensor, threads: int = 2,
     return OnnxModel(quantize_onnx(model, calibration_images, **kw), threads)
 
 
+def runtime_ops(graph: bytes, threads: int = 1) -> dict[str, int]:
+    """How many nodes of each type ONNX Runtime runs for ``graph`` on this CPU, after its graph
+    optimizations: ``QLinearConv`` is an integer convolution, ``Conv`` a float one (left between
+    DequantizeLinear and QuantizeLinear where no integer kernel fits the types)."""
+    import collections
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = threads, 3  # no warnings
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(options.optimized_model_filepath).graph.node
+    return dict(collections.Counter(n.op_type for n in nodes))
+
+
 def initializers(graph: bytes) -> dict[str, np.ndarray]:
     """Every constant of ``graph`` by name (quantized weights, scales, zero points)."""
     return {t.name: numpy_helper.to_array(t)
