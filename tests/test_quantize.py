@@ -17,6 +17,7 @@ from helpers.study.quantize import (
     qdq_params,
     quantize,
     quantize_onnx,
+    runtime_ops,
 )
 
 
@@ -107,3 +108,19 @@ def test_constant_adds_are_the_removed_blocks_and_stay_float_when_asked():
 
     assert int8_adds(quantize_onnx(net, images)) == 9  # every block's add, removed or not
     assert int8_adds(quantize_onnx(net, images, float_adds=True)) == 6
+
+
+def test_runtime_ops_count_integer_convolutions_with_uint8_activations():
+    """With uint8 activations ONNX Runtime runs every convolution of ResNet20 as an integer
+    QLinearConv (what makes U8S8 fast on x86); the float network has none."""
+    from helpers.models import resnet20
+    from helpers.study.network import fold_bn
+
+    torch.manual_seed(0)
+    net = fold_bn(resnet20("conv3x3").eval())
+    convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+    ops = runtime_ops(quantize_onnx(net, torch.randn(8, 3, 32, 32), "uint8"))
+    assert ops.get("QLinearConv") == convs and "Conv" not in ops
+    from helpers.onnx_runtime import export
+
+    assert "QLinearConv" not in runtime_ops(export(net))
