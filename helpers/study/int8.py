@@ -41,7 +41,7 @@ from helpers.data import load_splits, normalize, selection_confirmation
 from helpers.metrics import predict
 from helpers.models import load_model
 from helpers.onnx_runtime import OnnxModel, export
-from helpers.study import network
+from helpers.study import network, quantize
 from helpers.study.bench import LATENCY_NETWORKS
 from helpers.study.latency_tables import machine, process_summary, process_timings
 from helpers.study.profile import outputs, resolve_profile, sizes
@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               a.threads, reference=REFERENCE)
     table = process_summary(per)
     choice = chosen_activations(table)
+    ops = {name: quantize.runtime_ops(graph) for name, graph in graphs.items()}
     rows = [{"network": name, **{f"acc_{k}": v for k, v in acc[name].items()},
+             "integer_convs": ops[name].get("QLinearConv", 0) + ops[name].get("ConvInteger", 0),
+             "float_convs": ops[name].get("Conv", 0),
              **{f"{key}_batch{r.batch_size}": float(getattr(r, key))
                 for r in table[table.model == name].itertuples()
                 for key in ("speedup", "speedup_low", "speedup_high", "median_ms")}}
@@ -169,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         speed = "  ".join(f"b{b} {r[f'speedup_batch{b}']:.2f}x ({r[f'speedup_low_batch{b}']:.2f}"
                           f"-{r[f'speedup_high_batch{b}']:.2f})" for b in S.batch_sizes)
-        print(f"  {r['network']:28s} conf {100 * r['acc_confirmation']:.2f}%  test "
-              f"{100 * r['acc_test']:.1f}%  {speed}")
+        print(f"  {r['network']:30s} conf {100 * r['acc_confirmation']:.2f}%  test "
+              f"{100 * r['acc_test']:.1f}%  convs int/float {r['integer_convs']}/"
+              f"{r['float_convs']}  {speed}")
     print(f"wrote {path} in {record['seconds']} s")
     return 0
 
