@@ -176,7 +176,8 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 1000,
     In fp32 unless ``bf16``: on CUDA, TF32 convolutions and matmuls are switched off for the
     call (and restored), so that "fp32" means fp32 on every device.
     """
-    device = torch.device(device) if device else next(model.parameters()).device
+    device = torch.device(device) if device else next(  # an ONNX Runtime session: the CPU
+        (p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     out = []

@@ -50,3 +50,14 @@ def test_onnx_model_is_timed_like_a_torch_module():
     assert all(len(s) == 3 for s in table.samples_ms)
     with pytest.raises(ValueError, match="threads"):
         OnnxModel(export(folded), threads=0)
+
+
+def test_predict_runs_an_onnx_session_on_the_cpu_without_being_told():
+    """An ONNX Runtime session has no parameters to take a device from: predict (and so
+    helpers.study.network.correct) runs it on the CPU, with the same logits as PyTorch."""
+    from helpers.metrics import predict
+
+    model = fold_bn(resnet20("conv3x3").eval())
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(predict(to_onnxruntime(model, 1), images), predict(model, images),
+                          atol=1e-4)

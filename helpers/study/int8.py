@@ -38,7 +38,6 @@ import torch
 
 from helpers import paths
 from helpers.data import load_splits, normalize, selection_confirmation
-from helpers.metrics import predict
 from helpers.models import load_model
 from helpers.onnx_runtime import OnnxModel, export
 from helpers.study import network, quantize
@@ -81,8 +80,7 @@ def scores(graphs: dict[str, bytes], images: dict[str, tuple], threads: int) -> 
     out = {}
     for name, graph in graphs.items():
         model = OnnxModel(graph, threads)
-        out[name] = {k: float((predict(model, x, device="cpu").argmax(1) == y).float().mean())
-                     for k, (x, y) in images.items()}
+        out[name] = {k: float(network.correct(model, x, y).mean()) for k, (x, y) in images.items()}
     return out
 
 
@@ -126,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = resolve_profile(a.profile)
     S, out = sizes(profile).int8, outputs(profile)
     start = time.perf_counter()
-    nets = {name.split()[0] if name != "50% MACs" else "50%": paths.CHECKPOINTS / f
+    nets = {name.split()[0]: paths.CHECKPOINTS / f  # unpruned, 50%, latency
             for name, f in LATENCY_NETWORKS.items() if (paths.CHECKPOINTS / f).exists()}
     if "unpruned" not in nets:
         raise SystemExit(f"no {paths.CHECKPOINT}: the unpruned network is the reference")

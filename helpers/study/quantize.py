@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from onnxruntime import quantization as ortq
 from torch import Tensor, nn
 
-from helpers.onnx_runtime import OnnxModel, export
+from helpers.onnx_runtime import export
 
 RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 ACTIVATIONS = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
@@ -109,12 +109,6 @@ def quantize_onnx(model: nn.Module, calibration_images: Tensor, activations: str
                              calibrate_method=ortq.CalibrationMethod.MinMax,
                              nodes_to_exclude=constant_adds(graph) if float_adds else [])
         return int8.read_bytes()
-
-
-def to_int8(model: nn.Module, calibration_images: Tensor, threads: int = 2,
-            **kw) -> OnnxModel:
-    """:func:`quantize_onnx` loaded in an ONNX Runtime session (an eval-mode module)."""
-    return OnnxModel(quantize_onnx(model, calibration_images, **kw), threads)
 
 
 def runtime_ops(graph: bytes, threads: int = 1) -> dict[str, int]:
