@@ -281,6 +281,42 @@ def speed_keys(table: pd.DataFrame, name: str) -> dict[str, float]:
     return out
 
 
+def prune_and_finetune(dense: torch.nn.Module, choice: Candidate, rule: str, data,
+                       images: torch.Tensor, labels: torch.Tensor, S, study: Mapping,
+                       cache: finetune.ResultCache, key: Mapping, state: Path,
+                       device: str | torch.device, seed: int = 0):
+    """``dense`` pruned to ``choice`` (its residual stages first, then conv1 filters by
+    ``rule``, each with its refit, then recalibration; scored on ``images``, cached) and
+    fine-tuned with the study's schedule and teacher (``study``: ``network_pruning.json``) for
+    ``S.headline_epochs`` on the training images, ``images`` (the selection half) as its
+    validation set, resumably (state files ``state``'s folder, named after its name): the
+    score (:func:`helpers.study.network.score`) and the run (:class:`finetune.Finetuned`)."""
+    plan, stages = choice
+    narrow = {} if tuple(stages) == STAGE_WIDTHS else {"stage_widths": list(stages)}
+
+    def pruned_scored():
+        base = dense if not narrow else prune_stages(
+            dense, stages, seed, data.train_images[:S.refit_images], data.train_images,
+            S.recal_batches)
+        return network.score(base, plan, rule, images, labels, data.train_images,
+                             "refit+recal", S.refit_images, S.recal_batches, seed)
+
+    scored = cache(key | {"plan": list(plan), "scored on": len(labels)} | narrow, pruned_scored)
+    ft = study["finetune"]
+    ft_data = data._replace(train_images=data.train_images[:S.finetune_images],
+                            train_labels=data.train_labels[:S.finetune_images],
+                            val_images=images, val_labels=labels)
+    cfg = finetune_config(S.headline_epochs, ft["lr"], batch_size=ft["batch_size"], seed=seed,
+                          checkpoint_every=1)
+    teacher = network.fold_bn(dense) if study.get("distill", True) else None
+    run = finetune.finetune(network.restore(scored, dense.shortcut, device), ft_data, cfg,
+                            Path(state).parent, Path(state).name,
+                            key | {"plan": list(plan), "teacher": "unpruned, BN folded"}
+                            | narrow, teacher, device, progress=False,
+                            callback=finetune.epoch_printer(Path(state).name))
+    return scored, run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Choose (by :data:`PROTOCOL`), fine-tune, score and time the latency-goal network; add
     it to the results."""
@@ -394,29 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ", ".join(f"{RUNTIMES[r]} {shown.loc[label(c), r]:.2f}x "
                           f"({forecast[c][r]:.2f}x)" for r in RUNTIMES)
               + ("  <- chosen" if c == choice else ""), flush=True)
-    narrow = {} if stages == STAGE_WIDTHS else {"stage_widths": list(stages)}
-
-    def pruned_scored():
-        base = dense if not narrow else prune_stages(
-            dense, stages, a.seed, data.train_images[:S.refit_images], data.train_images,
-            S.recal_batches)
-        return network.score(base, plan, rule, val_x, val_y, data.train_images,
-                             "refit+recal", S.refit_images, S.recal_batches, a.seed)
-
-    scored = cache(key | {"plan": list(plan)} | narrow, pruned_scored)
-    student = network.restore(scored, dense.shortcut, device)
-    ft = result["finetune"]
-    ft_data = data._replace(train_images=data.train_images[:S.finetune_images],
-                            train_labels=data.train_labels[:S.finetune_images],
-                            val_images=val_x[sel], val_labels=val_y[sel])
-    cfg = finetune_config(S.headline_epochs, ft["lr"], batch_size=ft["batch_size"],
-                          seed=a.seed, checkpoint_every=1)
-    teacher = network.fold_bn(dense) if result.get("distill", True) else None
-    run = finetune.finetune(student, ft_data, cfg, out.checkpoints, f"{profile}_latency",
-                            key | {"plan": list(plan), "teacher": "unpruned, BN folded"}
-                            | narrow,
-                            teacher, device, progress=False,
-                            callback=finetune.epoch_printer("latency plan"))
+    scored, run = prune_and_finetune(dense, choice, rule, data, val_x[sel], val_y[sel], S,
+                                     result, cache, key, out.checkpoints / f"{profile}_latency",
+                                     device, a.seed)
     ok = network.correct(run.model, val_x, val_y)
     look = {"plan": label(choice), "widths": list(plan), "stage_widths": list(stages),
             "accuracy": float(ok[conf].mean()), "images": len(conf),
@@ -470,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "macs": count_macs(run.model), "params": count_params(run.model),
         "predicted_speedup": {f"{r}_batch{BATCH}": v for r, v in forecast[choice].items()},
         "budget_ms": budgets(latency),
-        "acc_pruned": float(scored["correct"][sel].float().mean()),
+        "acc_pruned": float(scored["correct"].float().mean()),  # selection half
         "acc_selection": float(ok[sel].mean()), "acc_confirmation": float(ok[conf].mean()),
         "gap_points": 100 * (float(ok[conf].mean()) - reference),
         "test_acc_finetuned": float(test_ok.mean()),

@@ -58,6 +58,8 @@ from helpers.study.latency import (
 from helpers.study.network import fold_bn, latency_table, pooled_samples
 
 RUNTIMES = ("pytorch", "onnxruntime")
+INT8 = "onnxruntime_int8"  # ONNX Runtime running the network in int8 (see in_runtime)
+CALIBRATION = 32  # random images an int8 table's networks are calibrated on (time only)
 # The relative error of a predicted speed-up allowed for a whole network, by batch size (see
 # check). The earlier bounds (15% at batch 256, 40% at batch 1) were set after the errors they
 # admitted had been seen. These are fixed on TOLERANCE_FIXED from what the tables are for, not
@@ -89,7 +91,8 @@ def variants() -> dict[str, tuple[int, ...]]:
 
 
 def in_runtime(module: nn.Module, runtime: str, threads: int, spin: bool = False) -> nn.Module:
-    """``module`` as it is (PyTorch eager) or exported to an ONNX Runtime session.
+    """``module`` as it is (PyTorch eager), exported to an ONNX Runtime session, or (``INT8``)
+    quantized for ONNX Runtime first.
 
     ``spin=False`` (the default, as :class:`helpers.onnx_runtime.OnnxModel`'s) turns off the
     spin-waiting of ONNX Runtime's intra-op threads (``session.intra_op.allow_spinning =
@@ -98,11 +101,21 @@ def in_runtime(module: nn.Module, runtime: str, threads: int, spin: bool = False
     session's spinning threads then compete with the next session's run on 2 cores, and which
     session pays depends on the visiting order. Without spinning, idle threads sleep; a run
     then pays a wake-up per parallel section instead.
+
+    ``INT8`` is how a deployment would run it (:func:`helpers.study.quantize.quantize_onnx`:
+    uint8 activations, per-channel int8 weights, the constant adds of removed blocks kept in
+    float), calibrated on :data:`CALIBRATION` random images: the scales change the numbers,
+    not the kernels ONNX Runtime runs, so a table of times needs no real images.
     """
     if runtime == "pytorch":
         return module
+    if runtime == INT8:
+        from helpers.study.quantize import quantize_onnx
+
+        images = torch.randn(CALIBRATION, 3, 32, 32)
+        return OnnxModel(quantize_onnx(module, images, "uint8", float_adds=True), threads, spin)
     if runtime != "onnxruntime":
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise ValueError(f"runtime must be one of {(*RUNTIMES, INT8)}, got {runtime!r}")
     return to_onnxruntime(module, threads, spinning=spin)
 
 
@@ -137,7 +150,8 @@ def _deltas(todo: Sequence[tuple[str, Sequence[int], Sequence[int] | None]], run
 
 
 def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, threads: int = 2,
-            shortcut: str = "conv3x3", seed: int = 0, group: int = GROUP) -> dict:
+            shortcut: str = "conv3x3", seed: int = 0, group: int = GROUP,
+            every: int = 1) -> dict:
     """The latency table of one runtime and batch size: ``{"dense_ms", "stages": {stage:
     {"k0,k1,k2": ms}}, "fractions": {stage: {"k0,k1,k2": f}}, "rounds"}`` (milliseconds; a
     stage's entry is the median per-round change of the whole network's time, 0 at full width;
@@ -148,13 +162,19 @@ def measure(runtime: str, batch_size: int, repeats: int = 5, calls: int = 2, thr
     network, as few networks as a deployment comparison times: interleaving all 173 at once
     evicts every network's weights and buffers from the caches between its passes, which
     slowed the unpruned network by 8% in PyTorch and 40% in ONNX Runtime.
+
+    ``every``: time only every ``every``-th variant (a quick test of the pipeline; the table
+    then holds those widths and the full ones, and a plan search sees only those).
     """
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
     torch.manual_seed(seed)
-    todo = [(n, w, None) for n, w in variants().items() if n != "unpruned"]
+    todo = [(n, w, None) for n, w in variants().items() if n != "unpruned"][::every]
     deltas, fractions, dense_all = _deltas(todo, runtime, batch_size, repeats, calls, threads,
                                            shortcut, group)
-    stages = {stage: {stage_key(w): 0.0 for w in stage_options(stage)} for stage in STAGES}
-    shares = {stage: {stage_key(w): 0.0 for w in stage_options(stage)} for stage in STAGES}
+    full = {stage: stage_key(stage_options(stage)[-1]) for stage in STAGES}  # the unpruned
+    stages = {stage: {full[stage]: 0.0} for stage in STAGES}
+    shares = {stage: {full[stage]: 0.0} for stage in STAGES}
     for name, ms in deltas.items():
         stage, key = name.split(":")
         stages[stage][key], shares[stage][key] = ms, fractions[name]

@@ -123,6 +123,12 @@ class Int8Sizes:
     rounds: int = 15  # interleaved rounds per timing process
     processes: int = 3  # fresh timing processes (a verdict needs at least 3)
     batch_sizes: tuple[int, ...] = (256, 1)
+    # The int8 latency table (helpers.study.int8_plan): every table_every-th variant (1: all),
+    # with the residual stage widths or not, table_repeats x table_calls interleaved rounds.
+    table_every: int = 1
+    table_residual: bool = True
+    table_repeats: int = 5
+    table_calls: int = 2
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,8 @@ SIZES: dict[str, Sizes] = {
                              finetune_images=512, schedules=((0.04, 128), (0.1, 64)),
                              headline_epochs=2, other_epochs=1, screen_epochs=1,
                              timing_steps=1, latency_repeats=5, latency_calls=2),
-        int8=Int8Sizes(calibration_images=64, eval_images=500, rounds=3, batch_sizes=(256,)),
+        int8=Int8Sizes(calibration_images=64, eval_images=500, rounds=3, batch_sizes=(256,),
+                       table_every=12, table_residual=False, table_repeats=2, table_calls=1),
     ),
 }
 
