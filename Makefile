@@ -29,8 +29,10 @@ CI_NOTEBOOKS := $(patsubst %,$(CI_DIR)/%,$(NOTEBOOKS) $(STUDY))
 # picks `full` on a CUDA GPU, else the long `cpu` path. Study notebooks 02-05 first; then it
 # measures the latency tables of both runtimes (results/latency.json) and fine-tunes the plan
 # they choose (helpers.study.latency_plans: latency_plans in results/network_pruning.json);
-# then study/06 (LATENCY_STUDY), which reads both; every step resumes from its state files when
-# interrupted; then `make sync readme`. `make reproduce ONLY="03 04"` runs those study notebooks
+# then the committed networks in int8 (helpers.study.int8: results/int8.json) and the plan
+# chosen by an int8 latency table (helpers.study.int8_plan: results/int8_plan.json); then
+# study/06 (LATENCY_STUDY), which reads the latency results; every step resumes from its state
+# files when interrupted; then `make sync readme`. `make reproduce ONLY="03 04"` runs those study notebooks
 # only (no latency step).
 PROFILE ?= auto
 ONLY ?=
@@ -86,6 +88,8 @@ ifeq ($(strip $(ONLY)),)
 	$(RUN_STUDY) --only $(STUDY_BEFORE)
 	$(BIN)/python -m helpers.study.latency_tables
 	$(BIN)/python -m helpers.study.latency_plans --profile $(PROFILE)
+	$(BIN)/python -m helpers.study.int8
+	$(BIN)/python -m helpers.study.int8_plan --profile $(PROFILE)
 	$(if $(STUDY_AFTER),$(RUN_STUDY) --only $(STUDY_AFTER))
 else
 	$(RUN_STUDY) --only $(ONLY)

@@ -32,7 +32,7 @@ RESULTS_DIR, IMG_DIR = ROOT / "results", ROOT / "img"
 NOTEBOOK_DIR, STUDY_DIR = ROOT / "notebooks", ROOT / "study"
 PAGES = {"README.md": "README.md.j2", "RESULTS.md": "RESULTS.md.j2"}
 RESULT_JSON = ("train", "bench_train", "bench_latency", "block_pruning", "network_pruning",
-               "series", "latency", "int8")
+               "series", "latency", "int8", "int8_plan")
 FIGURES = ("train_curves", "block_pruning", "pareto")  # img/*.png shown on RESULTS.md
 CLUSTER_RULES, REFERENCE_RULE = ("first", "nearest", "centroid", "merge"), "l1"
 TREATMENTS = ("none", "recal", "refit+recal")

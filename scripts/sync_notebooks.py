@@ -64,7 +64,7 @@ LESSON_SHOWS: dict[str, tuple[str, ...]] = {
     "03": (),
     "04": ("block_pruning.json",),
     "05": ("network_pruning.json",),
-    "06": ("int8.json",),
+    "06": ("int8.json", "int8_plan.json"),
 }
 
 
@@ -197,10 +197,12 @@ def duration(seconds: float) -> str:
 
 
 def _where(record: dict) -> str:
-    """'the `cpu` profile on cpu' (or 'an unrecorded profile on ...')."""
+    """'the `cpu` profile on AMD EPYC' (the CPU model where a CPU record names it, else the
+    device: 'on cpu' in older records; or 'an unrecorded profile on ...')."""
     profile = f"the `{record['profile']}` profile" if record.get("profile") else \
         "an unrecorded profile"
-    return f"{profile} on {record.get('device') or 'an unrecorded device'}"
+    cpu = record.get("cpu") if record.get("device") == "cpu" else None
+    return f"{profile} on {cpu or record.get('device') or 'an unrecorded device'}"
 
 
 def _ran_with(nb) -> str | None:

@@ -30,7 +30,7 @@ def test_bench_latency_times_the_committed_networks_and_names_the_cpu(tmp_path, 
     if not (paths.CHECKPOINTS / "resnet20.pt").exists():
         pytest.skip("no checkpoints/resnet20.pt")
     speedups = {"unpruned": [1.0] * 3, "50% MACs": [1.30, 1.34, 1.36],
-                "latency": [1.52, 1.71, 1.60]}
+                "latency": [1.52, 1.71, 1.60], "int8 plan": [1.6, 1.7, 1.65]}
     run, seen = _fake_process(speedups)
     monkeypatch.setattr(latency_tables, "in_fresh_process", run)
     out_file = tmp_path / "latency.json"
@@ -40,8 +40,8 @@ def test_bench_latency_times_the_committed_networks_and_names_the_cpu(tmp_path, 
     assert len(seen) == 3 and [s["seed"] for s in seen] == [0, 1, 2]  # three fresh processes
     assert all(s["threads"] == 2 and s["repeats"] == 4 and s["spin"] is False for s in seen)
     assert seen[0]["runtimes"] == ["pytorch", "onnxruntime"] == seen[1]["runtimes"][::-1]
-    assert set(seen[0]["spec"]) == {n for n, f in bench.LATENCY_NETWORKS.items()
-                                    if (paths.CHECKPOINTS / f).exists()}
+    assert set(seen[0]["spec"]) == {n for n, f in (bench.LATENCY_NETWORKS | bench.INT8_CHOSEN)
+                                    .items() if (paths.CHECKPOINTS / f).exists()}
     assert seen[0]["batches"] == [256]
     got = json.loads(out_file.read_text())
     assert got["cpu"] == cpu_model() and got["threads"] == 2 and got["processes"] == 3
@@ -83,7 +83,8 @@ def test_bench_latency_adds_each_network_in_int8_for_onnx_runtime(lab_root, monk
     ONNX graphs (which time_in_process runs in ONNX Runtime only)."""
     if not (paths.CHECKPOINTS / "resnet20.pt").exists():
         pytest.skip("no checkpoints/resnet20.pt")
-    names = [n for n, f in bench.LATENCY_NETWORKS.items() if (paths.CHECKPOINTS / f).exists()]
+    names = [n for n, f in (bench.LATENCY_NETWORKS | bench.INT8_CHOSEN).items()
+             if (paths.CHECKPOINTS / f).exists()]
     run, seen = _fake_process({n: [1.2] * 3 for n in [*names, *(f"{n} int8" for n in names)]})
     monkeypatch.setattr(latency_tables, "in_fresh_process", run)
     bench.main(["latency", "--rounds", "2", "--root", str(lab_root)])

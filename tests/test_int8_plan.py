@@ -162,3 +162,20 @@ def test_main_runs_end_to_end_in_the_ci_profile(lab_root, monkeypatch, capsys):
     assert out.count("<- chosen") == 1 and "3 fresh processes" in out
     assert "look 1" in out and "goal (1.3x" in out
     assert {p: p.read_bytes() for p in paths.RESULTS.glob("*.json")} == committed
+
+
+def test_frontier_figure_draws_the_record():
+    """The figure's measured point is the chosen network's speed-up and loss from the record,
+    with the slowest and fastest process as its range; a record missing them fails."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    record = _committed()
+    fig = int8_plan.frontier_figure(record)
+    net = record["networks"]["int8 plan int8"]
+    points = [line.get_xydata() for line in fig.axes[0].lines]
+    assert any(np.allclose(p, [[net["speedup_batch256"], -record["gap_points"]]]) for p in points)
+    front = next(p for p in points if len(p) == len(record["frontier"]))
+    assert np.allclose(front[:, 1], [100 * r["predicted_loss"] for r in record["frontier"]])
+    with pytest.raises(KeyError):
+        int8_plan.frontier_figure({k: v for k, v in record.items() if k != "gap_points"})

@@ -531,6 +531,9 @@ def test_provenance_from_results():
     assert "test accuracy 90.00% (95% CI " in text and "on 1,000 images" in text
     assert ("Results `results/block_pruning.json`: measured on 5,000 validation images, in the "
             "`cpu` profile on cpu.") in text
+    named = results | {"block_pruning.json": block | {"cpu": "AMD EPYC"}}  # the CPU recorded
+    assert ("measured on 5,000 validation images, in the `cpu` profile on AMD EPYC." in
+            sync_notebooks.provenance_source(_executed("cpu"), "04_x.ipynb", named))
     assert "`cpu` 12.6 min on cpu, 2 threads; `full` not yet measured" in text
     text = sync_notebooks.provenance_source(_executed("ci"), "05_x.ipynb", results)
     assert "`ci` test profile" in text and "they show the mechanics, not results" in text

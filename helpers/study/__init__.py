@@ -19,6 +19,11 @@
 - :mod:`helpers.study.channels` residual (stage) channels pruned through every writer and reader
 - :mod:`helpers.study.latency`  plans by time: a latency model of measured networks, search by
   budget
+- :mod:`helpers.study.quantize` int8 networks for ONNX Runtime (QDQ), and the 8-bit arithmetic
+- :mod:`helpers.study.int8`     the committed networks in int8, scored and timed
+  (``python -m helpers.study.int8``)
+- :mod:`helpers.study.int8_plan` pruning chosen by an int8 latency table, fine-tuned and timed
+  (``python -m helpers.study.int8_plan``)
 - :mod:`helpers.study.bench`    benchmarks of the trainer and of the sweep
   (``python -m helpers.study.bench``)
 

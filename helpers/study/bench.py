@@ -159,6 +159,8 @@ def bench_sweep(args) -> dict:
 
 LATENCY_NETWORKS = {"unpruned": "resnet20.pt", "50% MACs": "resnet20_pruned50.pt",
                     "latency": "resnet20_latency.pt"}  # in checkpoints/; the first: reference
+# bench latency also times the network chosen for int8 (helpers.study.int8_plan), when written
+INT8_CHOSEN = {"int8 plan": "resnet20_int8plan.pt"}
 
 
 def int8_graphs(spec: dict[str, str], folder: Path, root: str | None = None,
@@ -195,8 +197,8 @@ def bench_latency(args) -> dict:
     from helpers.study.latency_plans import GOAL
     from helpers.study.latency_tables import RUNTIMES, machine, process_summary, process_timings
 
-    spec = {name: str(paths.CHECKPOINTS / f) for name, f in LATENCY_NETWORKS.items()
-            if (paths.CHECKPOINTS / f).exists()}
+    spec = {name: str(paths.CHECKPOINTS / f) for name, f in (LATENCY_NETWORKS | INT8_CHOSEN)
+            .items() if (paths.CHECKPOINTS / f).exists()}
     if "unpruned" not in spec:
         raise SystemExit(f"no {paths.CHECKPOINTS / LATENCY_NETWORKS['unpruned']}: the unpruned "
                          f"network is the reference (make checkpoints, or study/02)")

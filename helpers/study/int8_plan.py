@@ -141,6 +141,36 @@ def frontier(loss: Mapping, stage_loss: Mapping, table: Mapping,
     return rows
 
 
+def frontier_figure(record: Mapping):
+    """What int8 speed costs in accuracy: the least predicted loss at each goal (selection
+    half, before fine-tuning, by the table), the chosen network after fine-tuning (measured:
+    its speed-up's slowest to fastest process, its loss against the better unpruned network on
+    the confirmation half), and the goal's corner."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    front = record["frontier"]
+    ax.plot([r["predicted_speedup"] for r in front], [100 * r["predicted_loss"] for r in front],
+            "o-", color="tab:gray", label="least predicted loss at each goal (before "
+                                          "fine-tuning)")
+    low, mid, high = (record["networks"]["int8 plan int8"][f"{k}_batch{BATCH}"]
+                      for k in ("speedup_low", "speedup", "speedup_high"))
+    ax.errorbar(mid, -record["gap_points"], xerr=[[mid - low], [high - mid]], fmt="s",
+                color="tab:red", capsize=3, label=f"chosen, after {record['finetune_epochs']} "
+                                                  "epochs (measured)")
+    ax.fill_between([record["goal"]["speedup"], max(2.0, high + 0.1)], -1,
+                    record["goal"]["gap_points"], color="tab:green", alpha=0.15,
+                    label=f"goal: {record['goal']['speedup']:g}x, within "
+                          f"{record['goal']['gap_points']:g} points")
+    ax.set(xlabel=f"int8 speed-up over the unpruned int8 network (batch {BATCH})",
+           ylabel="accuracy lost (points)", yscale="symlog",
+           ylim=(-0.5, 2 * max(100 * r["predicted_loss"] for r in front)))
+    ax.set_title(f"ONNX Runtime on {record['cpu']}, {record['threads']} threads", fontsize=10)
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
 def recorded_losses(study: Mapping, residual: bool = True) -> tuple[dict, dict]:
     """The selection half's block losses and stage losses recorded by the latency plan
     (without ``residual``, no stage losses: every stage at its full width)."""
@@ -279,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = process_summary(per, GOAL)
     print(f"ONNX Runtime on {machine()['cpu']}, {a.threads} threads, {S8.processes} fresh "
           f"processes x {S8.rounds} rounds, speed-up over the unpruned int8 network:")
-    print(summary.round(3).to_string(index=False))
+    print(summary.drop(columns="verdict").round(3).to_string(index=False))
     at = summary[(summary.model == "int8 plan int8") & (summary.batch_size == BATCH)].iloc[0]
     over_fp32 = [float(g.set_index("model").median_ms["unpruned fp32"]
                        / g.set_index("model").median_ms["int8 plan int8"])
