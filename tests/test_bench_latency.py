@@ -57,7 +57,7 @@ def test_bench_latency_times_the_committed_networks_and_names_the_cpu(tmp_path, 
 def test_bench_latency_times_batch_1_on_request_and_needs_three_processes(monkeypatch):
     if not (paths.CHECKPOINTS / "resnet20.pt").exists():
         pytest.skip("no checkpoints/resnet20.pt")
-    run, seen = _fake_process({n: [1.2] * 3 for n in bench.LATENCY_NETWORKS})
+    run, seen = _fake_process({n: [1.2] * 3 for n in bench.LATENCY_NETWORKS | bench.INT8_CHOSEN})
     monkeypatch.setattr(latency_tables, "in_fresh_process", run)
     bench.main(["latency", "--batch1", "--threads", "1", "--no-int8"])
     assert seen[0]["batches"] == [256, 1] and seen[0]["threads"] == 1

@@ -171,11 +171,22 @@ def test_frontier_figure_draws_the_record():
 
     matplotlib.use("Agg")
     record = _committed()
-    fig = int8_plan.frontier_figure(record)
+    other = [r | {"predicted_loss": r["predicted_loss"] / 2} for r in record["frontier"]]
+    fig = int8_plan.frontier_figure(record, {"halved": other})
     net = record["networks"]["int8 plan int8"]
     points = [line.get_xydata() for line in fig.axes[0].lines]
+    assert sum(len(p) == len(record["frontier"]) for p in points) == 2  # both curves drawn
     assert any(np.allclose(p, [[net["speedup_batch256"], -record["gap_points"]]]) for p in points)
     front = next(p for p in points if len(p) == len(record["frontier"]))
     assert np.allclose(front[:, 1], [100 * r["predicted_loss"] for r in record["frontier"]])
     with pytest.raises(KeyError):
         int8_plan.frontier_figure({k: v for k, v in record.items() if k != "gap_points"})
+
+
+def test_goal_verdicts_need_both_parts_and_a_missed_part_decides():
+    assert int8_plan.goal_verdicts("met", -0.5)["goal"] == "met"  # the margin is inclusive
+    assert int8_plan.goal_verdicts("met", -0.51) == {"speed": "met", "accuracy": "missed",
+                                                     "goal": "missed"}
+    assert int8_plan.goal_verdicts("not decided", 0.3)["goal"] == "not decided"
+    assert int8_plan.goal_verdicts("not decided", -1.36)["goal"] == "missed"
+    assert int8_plan.goal_verdicts("missed", 1.0)["goal"] == "missed"
