@@ -55,7 +55,7 @@ help:
 	@echo "make venv   - create $(VENV) from requirements.txt and install this package (editable)"
 	@echo "make run    - the lessons: execute notebooks/[0-9][0-9]_*.ipynb in order into build/run/ (ONLY=\"03 04\"); changes only results/series.json"
 	@echo "make record - maintainers: make run, then copy the executed lessons over notebooks/, make sync readme"
-	@echo "make reproduce - the full study (PROFILE=auto: full on GPU, else cpu): study/02-05, the latency tables and the plan chosen by them, study/06, then sync and README (ONLY=\"03 04\": those only)"
+	@echo "make reproduce - the full study (PROFILE=auto: full on GPU, else cpu): study/02-05, the latency tables and the plan chosen by them, int8 (helpers.study.int8, int8_plan), study/06, then sync and README (ONLY=\"03 04\": those only)"
 	@echo "make latency - only the latency tables of PyTorch and ONNX Runtime (results/latency.json, about 17 min on a 2-core CPU)"
 	@echo "make test   - unit tests, then the notebooks with PROFILE=ci against their committed outputs"
 	@echo "make lint   - ruff check helpers tests scripts notebooks study site"
