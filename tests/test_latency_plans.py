@@ -223,7 +223,7 @@ def test_a_second_look_under_the_same_protocol_is_refused_and_looks_only_append(
     old = {"plan": "p", "accuracy": 0.9, "date": "2026-12-05", "commit": "a",
            "protocol": latency_plans.OLD_PROTOCOL}
     result = {"latency_plans": [{"widths": [1], "confirmation_looks": [old]}]}
-    latency_plans.refuse_second_look(result)  # a look under another protocol: allowed
+    latency_plans.refuse_second_look(latency_plans.looks(result))  # another protocol: allowed
     path = tmp_path / "network_pruning.json"
     path.write_text(json.dumps(result))
     new = old | {"protocol": latency_plans.PROTOCOL["name"], "accuracy": 0.91}
@@ -231,7 +231,7 @@ def test_a_second_look_under_the_same_protocol_is_refused_and_looks_only_append(
     written = json.loads(path.read_text())
     assert written["latency_plans"][0]["widths"] == [1]  # the rest of the record kept
     with pytest.raises(SystemExit, match="already looked at under this protocol"):
-        latency_plans.refuse_second_look(written)
+        latency_plans.refuse_second_look(latency_plans.looks(written))
     assert latency_plans.append_look(path, new | {"accuracy": 0.92})[:2] == [old, new]
     empty = tmp_path / "empty.json"
     empty.write_text("{}")

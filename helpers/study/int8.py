@@ -43,7 +43,7 @@ from helpers.onnx_runtime import OnnxModel, export
 from helpers.study import network, quantize
 from helpers.study.bench import LATENCY_NETWORKS
 from helpers.study.latency_tables import machine, process_summary, process_timings
-from helpers.study.profile import outputs, resolve_profile, sizes
+from helpers.study.profile import Int8Sizes, outputs, resolve_profile, sizes
 from helpers.study.quantize import constant_adds, preprocess, quantize_onnx
 
 REFERENCE = "unpruned fp32"  # every speed-up is over this network, in the same rounds
@@ -82,6 +82,29 @@ def scores(graphs: dict[str, bytes], images: dict[str, tuple], threads: int) -> 
         model = OnnxModel(graph, threads)
         out[name] = {k: float(network.correct(model, x, y).mean()) for k, (x, y) in images.items()}
     return out
+
+
+def time_graphs(graphs: dict[str, bytes], S: Int8Sizes, threads: int, reference: str):
+    """The ONNX graphs timed against ``reference`` in ONNX Runtime, at ``S.batch_sizes``, in
+    ``S.processes`` fresh processes of ``S.rounds`` rounds
+    (:func:`helpers.study.latency_tables.process_timings`; each process loads them from files):
+    one row per process, batch size and graph."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {}
+        for name, graph in graphs.items():
+            (path := Path(tmp) / f"{len(spec)}.onnx").write_bytes(graph)
+            spec[name] = str(path)
+        return process_timings(spec, ("onnxruntime",), S.batch_sizes, S.processes, S.rounds, 1,
+                               threads, reference=reference)
+
+
+def speed_fields(summary, name: str) -> dict[str, float]:
+    """``speedup_batch256``, ``speedup_low_batch256``, ``speedup_high_batch256`` and
+    ``median_ms_batch256`` (each batch size) of network ``name`` in a
+    :func:`helpers.study.latency_tables.process_summary`."""
+    return {f"{key}_batch{r.batch_size}": float(getattr(r, key))
+            for r in summary[summary.model == name].itertuples()
+            for key in ("speedup", "speedup_low", "speedup_high", "median_ms")}
 
 
 def chosen_activations(table, batch: int = 256, reference: str = "unpruned") -> str:
@@ -138,22 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     acc = scores(graphs, {"selection": (val_x[sel], val_y[sel]),
                           "confirmation": (val_x[conf], val_y[conf]),
                           "test": (data.test_images, data.test_labels)}, a.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {}
-        for name, graph in graphs.items():
-            (path := Path(tmp) / f"{len(spec)}.onnx").write_bytes(graph)
-            spec[name] = str(path)
-        per = process_timings(spec, ("onnxruntime",), S.batch_sizes, S.processes, S.rounds, 1,
-                              a.threads, reference=REFERENCE)
-    table = process_summary(per)
+    table = process_summary(time_graphs(graphs, S, a.threads, REFERENCE))
     choice = chosen_activations(table)
     ops = {name: quantize.runtime_ops(graph) for name, graph in graphs.items()}
     rows = [{"network": name, **{f"acc_{k}": v for k, v in acc[name].items()},
              "integer_convs": ops[name].get("QLinearConv", 0) + ops[name].get("ConvInteger", 0),
              "float_convs": ops[name].get("Conv", 0),
-             **{f"{key}_batch{r.batch_size}": float(getattr(r, key))
-                for r in table[table.model == name].itertuples()
-                for key in ("speedup", "speedup_low", "speedup_high", "median_ms")}}
+             **speed_fields(table, name)}
             for name in graphs]
     record = {"profile": profile, "device": "cpu", **machine(a.threads), "processes": S.processes,
               "rounds": S.rounds, "batch_sizes": list(S.batch_sizes), "reference": REFERENCE,

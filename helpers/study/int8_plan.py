@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,6 +56,7 @@ from helpers.metrics import count_macs
 from helpers.models import DEFAULT_WIDTHS, load_model, save_model
 from helpers.onnx_runtime import OnnxModel, export
 from helpers.study import finetune, network
+from helpers.study.int8 import speed_fields, time_graphs
 from helpers.study.latency import predict_ms, predicted_loss
 from helpers.study.latency_plans import (
     candidates,
@@ -73,7 +73,6 @@ from helpers.study.latency_tables import (
     machine,
     measure,
     process_summary,
-    process_timings,
     residual_entries,
 )
 from helpers.study.profile import Int8Sizes, outputs, resolve_profile, sizes
@@ -196,7 +195,7 @@ def graphs(dense, pruned, calibration) -> dict[str, bytes]:
     """The four networks timed and scored, BN-folded, as ONNX graphs."""
     out = {}
     for name, model in (("unpruned", dense), ("int8 plan", pruned)):
-        folded = network.fold_bn(copy.deepcopy(model).cpu().eval())
+        folded = network.fold_bn(model).cpu()  # a copy, in eval mode
         out[f"{name} fp32"] = export(folded)
         out[f"{name} int8"] = quantize_onnx(folded, calibration, "uint8", float_adds=True)
     return out
@@ -245,20 +244,6 @@ def report_choice(path: Path, choice, loss: Mapping, stage_loss: Mapping, table:
           stage_loss={s: {str(r): v for r, v in by.items()} for s, by in stage_loss.items()})
 
 
-def time_graphs(graphs: Mapping[str, bytes], S8: Int8Sizes, threads: int):
-    """The graphs timed in ONNX Runtime against the unpruned int8 network, in ``S8.processes``
-    fresh processes: every process's rows, and their summary (with the verdict of
-    :data:`GOAL`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {}
-        for name, graph in graphs.items():
-            (file := Path(tmp) / f"{len(spec)}.onnx").write_bytes(graph)
-            spec[name] = str(file)
-        per = process_timings(spec, ("onnxruntime",), S8.batch_sizes, S8.processes, S8.rounds,
-                              1, threads, reference="unpruned int8")
-    return per, process_summary(per, GOAL)
-
-
 def goal_verdicts(speed: str, gap_points: float) -> dict[str, str]:
     """The speed verdict (:func:`helpers.study.latency_tables.verdict`), the accuracy verdict
     (met if the gap to the better unpruned network is at most :data:`GAP` points) and the goal:
@@ -286,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     S8, S, out = sizes(profile).int8, sizes(profile).network, outputs(profile)
     path = out.results / "int8_plan.json"
     if not a.look_again:
-        refuse_second_look({"latency_plans": [{"confirmation_looks": recorded_looks(path)}]},
-                           PROTOCOL)
+        refuse_second_look(recorded_looks(path), PROTOCOL)
     table = load_table(path, S8, a.threads, a.measure_again)
     print(f"unpruned int8: {table['dense_ms']:.2f} ms at batch {BATCH}")
     if a.table_only:
@@ -337,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(every_look)}), test {stats.format_accuracy(test['int8 plan int8'].sum(), n_test)}"
           f"; - unpruned fp32, test: {versus}", flush=True)
 
-    per, summary = time_graphs(built, S8, a.threads)
+    per = time_graphs(built, S8, a.threads, reference="unpruned int8")
+    summary = process_summary(per, GOAL)
     print(f"ONNX Runtime on {machine()['cpu']}, {a.threads} threads, {S8.processes} fresh "
           f"processes x {S8.rounds} rounds, speed-up over the unpruned int8 network:")
     print(summary.drop(columns="verdict").round(3).to_string(index=False))
@@ -350,10 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{verdicts['speed']} ({at.speedup:.2f}x, {at.speedup_low:.2f}-{at.speedup_high:.2f}), "
           f"accuracy {verdicts['accuracy']} ({gap:+.2f} points): {verdicts['goal']}")
     rows = {n: {"acc_selection": float(c[sel].mean()), "acc_confirmation": float(c[conf].mean()),
-                "acc_test": float(test[n].mean()),
-                **{f"{k}_batch{r.batch_size}": float(getattr(r, k))
-                   for r in summary[summary.model == n].itertuples()
-                   for k in ("speedup", "speedup_low", "speedup_high", "median_ms")}}
+                "acc_test": float(test[n].mean()), **speed_fields(summary, n)}
             for n, c in ok.items()}
     write(path, profile=profile, **machine(a.threads), device=device_name(device),
           date=time.strftime("%Y-%m-%d"), goal={"speedup": GOAL, "batch_size": BATCH,

@@ -219,10 +219,11 @@ def looks(result: Mapping) -> list[dict]:
     return list(((result.get("latency_plans") or [{}])[0]).get("confirmation_looks", []))
 
 
-def refuse_second_look(result: Mapping, protocol: Mapping = PROTOCOL) -> None:
-    """Raise if the confirmation half was already looked at under ``protocol``: choosing again
-    after a look would make the reported accuracy the better of two."""
-    seen = [x for x in looks(result) if x.get("protocol") == protocol["name"]]
+def refuse_second_look(recorded: Sequence[Mapping], protocol: Mapping = PROTOCOL) -> None:
+    """Raise if a look of ``recorded`` (every look at the confirmation half so far, e.g.
+    :func:`looks`) was made under ``protocol``: choosing again after a look would make the
+    reported accuracy the better of two."""
+    seen = [x for x in recorded if x.get("protocol") == protocol["name"]]
     if seen:
         raise SystemExit(
             f"the confirmation half was already looked at under this protocol "
@@ -358,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("results/network_pruning.json names no clustering_rule: run study/05 "
                          "(it chooses the rule on the selection half) before this step")
     if writes and not a.look_again:
-        refuse_second_look(result)
+        refuse_second_look(looks(result))
     print(f"profile {profile!r} on {device_name(device)}; timings on {machine(threads)['cpu']}, "
           f"{threads} threads; latency tables of {latency['date']} ({latency['cpu']}); "
           f"protocol: {PROTOCOL['name']} ({PROTOCOL['goal_speedup']:g}x, margin "
